@@ -1,0 +1,64 @@
+// swift-tools-version: 6.2
+//
+// MemX: virtio-blk disks made of other hosts' spare memory, served to QEMU over vhost-user.
+// The targets follow rust-vmm's layering; each may import only the ones listed for it in
+// docs/ARCHITECTURE.md ("Dependency direction").
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "memx",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "memx-vhost", targets: ["memx-vhost"]),
+        .executable(name: "memx-bench", targets: ["memx-bench"]),
+        .library(name: "VhostUser", targets: ["VhostUser"]),
+        .library(name: "BlockDevice", targets: ["BlockDevice"]),
+        .library(name: "MemxTesting", targets: ["MemxTesting"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        .target(name: "CMemxShims"),
+        .target(name: "LinuxSystem", dependencies: ["CMemxShims"], swiftSettings: swiftSettings),
+        .target(name: "GuestMemory", dependencies: ["LinuxSystem", "CMemxShims"], swiftSettings: swiftSettings),
+        .target(name: "Virtio", dependencies: ["GuestMemory"], swiftSettings: swiftSettings),
+        .target(
+            name: "VhostUser",
+            dependencies: ["Virtio", "GuestMemory", "LinuxSystem", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings),
+        .target(name: "RemoteMem", dependencies: ["LinuxSystem", "CMemxShims"], swiftSettings: swiftSettings),
+        .target(
+            name: "BlockDevice",
+            dependencies: ["VhostUser", "Virtio", "GuestMemory", "RemoteMem"],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "MemxTesting",
+            dependencies: ["VhostUser", "Virtio", "GuestMemory", "LinuxSystem", "BlockDevice", "RemoteMem"],
+            swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "memx-vhost",
+            dependencies: [
+                "BlockDevice", "VhostUser", "RemoteMem", "LinuxSystem",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "memx-bench",
+            dependencies: [
+                "VhostUser", "Virtio", "GuestMemory", "LinuxSystem",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "MemxTests",
+            dependencies: ["MemxTesting", "VhostUser", "Virtio", "GuestMemory", "LinuxSystem", "BlockDevice", "RemoteMem"],
+            swiftSettings: swiftSettings),
+    ]
+)

@@ -1,0 +1,98 @@
+#define _GNU_SOURCE
+#include "memx_shims.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <linux/falloc.h>
+
+ssize_t memx_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds) {
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    struct msghdr msg = {0};
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * MEMX_MAX_MESSAGE_FDS)];
+        struct cmsghdr align;
+    } control;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (nfds > 0) {
+        if (nfds > MEMX_MAX_MESSAGE_FDS) {
+            errno = EINVAL;
+            return -1;
+        }
+        memset(&control, 0, sizeof(control));
+        msg.msg_control = control.buf;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * (size_t)nfds);
+    }
+    return sendmsg(sock, &msg, MSG_NOSIGNAL);
+}
+
+ssize_t memx_recv_with_fds(int sock, void *buf, size_t len, int *fds, int *nfds) {
+    struct iovec iov = {.iov_base = buf, .iov_len = len};
+    struct msghdr msg = {0};
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * MEMX_MAX_MESSAGE_FDS)];
+        struct cmsghdr align;
+    } control;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof(control.buf);
+    *nfds = 0;
+    ssize_t n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    if (n < 0) return n;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        int *data = (int *)CMSG_DATA(c);
+        for (size_t i = 0; i < count; i++) {
+            if (*nfds < MEMX_MAX_MESSAGE_FDS) {
+                fds[(*nfds)++] = data[i];
+            } else {
+                close(data[i]);
+            }
+        }
+    }
+    if (msg.msg_flags & MSG_CTRUNC) {
+        for (int i = 0; i < *nfds; i++) close(fds[i]);
+        *nfds = 0;
+        errno = EMSGSIZE;
+        return -1;
+    }
+    return n;
+}
+
+int memx_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
+unsigned int memx_mfd_cloexec(void) { return MFD_CLOEXEC; }
+unsigned int memx_mfd_allow_sealing(void) { return MFD_ALLOW_SEALING; }
+
+int memx_punch_hole(int fd, off_t offset, off_t length) {
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
+}
+
+uint16_t memx_load_acquire_u16(const void *p) { return __atomic_load_n((const uint16_t *)p, __ATOMIC_ACQUIRE); }
+void memx_store_release_u16(void *p, uint16_t v) { __atomic_store_n((uint16_t *)p, v, __ATOMIC_RELEASE); }
+void memx_store_relaxed_u16(void *p, uint16_t v) { __atomic_store_n((uint16_t *)p, v, __ATOMIC_RELAXED); }
+uint16_t memx_load_relaxed_u16(const void *p) { return __atomic_load_n((const uint16_t *)p, __ATOMIC_RELAXED); }
+void memx_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+void memx_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
+void memx_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
+void memx_atomic_or_u8(void *p, uint8_t bits) { __atomic_fetch_or((uint8_t *)p, bits, __ATOMIC_RELAXED); }
+
+void memx_set_thread_name(const char *name) {
+    char buf[16];
+    strncpy(buf, name, sizeof(buf) - 1);
+    buf[sizeof(buf) - 1] = 0;
+    pthread_setname_np(pthread_self(), buf);
+}
+
+int memx_accept_cloexec(int sock) { return accept4(sock, NULL, NULL, SOCK_CLOEXEC); }

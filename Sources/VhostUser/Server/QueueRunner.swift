@@ -1,0 +1,129 @@
+import GuestMemory
+import LinuxSystem
+import Logging
+import Virtio
+
+/// The per-request loop of one vring, confined to its data thread: pop, load the chain, hand it
+/// to the device, add the used element, and publish in batches with interrupt suppression.
+/// Allocates nothing per request: the chain storage and batch list are made once.
+struct QueueRunner {
+    /// Used elements published per `used->idx` update at most (one interrupt decision each).
+    static let batchMax = 32
+
+    private(set) var queue: SplitQueue?
+    private let start: VringStart
+    private let handler: any VirtqueueRequestHandler
+    private var writer: GuestMemoryWriter
+    private var call: EventNotifier?
+    private var chain = DescriptorChain()
+    private var batch: [UInt16] = []
+    private var inflightCounter: UInt64 = 1
+    private var resubmit: [UInt16] = []
+    /// Set when the driver broke the ring; the queue then serves nothing until restarted
+    /// (VIRTIO 1.2 §2.1.2 "device needs reset").
+    private(set) var broken = false
+
+    init(start: VringStart, handler: any VirtqueueRequestHandler) throws(VirtqueueError) {
+        self.start = start
+        self.handler = handler
+        writer = GuestMemoryWriter(memory: start.memory, log: start.log)
+        call = start.call
+        var queue = try SplitQueue(layout: start.layout, memory: start.memory, nextAvail: start.base,
+                                   eventIndex: start.eventIndex)
+        if let inflight = start.inflight {
+            let recovery = inflight.recover(guestUsedIndex: queue.guestUsedIndex)
+            resubmit = recovery.resubmit
+            inflightCounter = recovery.nextCounter
+            queue.setNextAvail(recovery.nextAvail)
+        }
+        self.queue = queue
+        batch.reserveCapacity(Int(start.layout.size))
+    }
+
+    /// Switches to a new memory snapshot / dirty log / call fd between batches.
+    mutating func apply(memory: GuestMemoryMap, log: DirtyLog?, call: EventNotifier?) throws(VirtqueueError) {
+        defer { writer = GuestMemoryWriter(memory: memory, log: log) }
+        self.call = call
+        if memory !== writer.memory {
+            queue = try queue?.rebuilt(memory: memory)
+        }
+    }
+
+    /// Serves requests left in flight by a previous backend process (inflight tracking).
+    mutating func resubmitInflight(logger: Logger) {
+        guard !resubmit.isEmpty else { return }
+        logger.info("queue \(start.index): resubmitting \(resubmit.count) in-flight requests")
+        let heads = resubmit
+        resubmit = []
+        for head in heads { serve(head: head, logger: logger) }
+        flush()
+    }
+
+    /// Drains the avail ring until it stays empty after re-enabling notifications.
+    mutating func processAvailable(logger: Logger) {
+        guard var queue else { return }
+        while true {
+            queue.disableNotifications()
+            self.queue = queue
+            while true {
+                let head: UInt16?
+                do {
+                    head = try self.queue!.popAvailable()
+                } catch {
+                    logger.error("queue \(start.index): driver error, queue stopped until reset: \(error)")
+                    broken = true
+                    flush()
+                    return
+                }
+                guard let head else { break }
+                if let inflight = start.inflight {
+                    inflight.markSubmitted(head, counter: inflightCounter)
+                    inflightCounter &+= 1
+                }
+                serve(head: head, logger: logger)
+                if batch.count >= Self.batchMax { flush() }
+            }
+            flush()
+            queue = self.queue!
+            let more = queue.enableNotifications()
+            self.queue = queue
+            if !more { return }
+        }
+    }
+
+    /// Handles one request and adds its used element (published by the next `flush`).
+    private mutating func serve(head: UInt16, logger: Logger) {
+        var length: UInt32 = 0
+        do {
+            try chain.load(head: head, table: queue!.descriptorTable, queueSize: start.layout.size,
+                           memory: writer.memory)
+            length = handler.handle(chain, writer: writer)
+        } catch {
+            // The chain is unusable: no status byte can be trusted. Give the buffers back
+            // with length 0 so the driver is not left waiting, and say why.
+            logger.warning("queue \(start.index): malformed descriptor chain at head \(head): \(error)")
+        }
+        queue!.addUsed(head: head, length: length, writer: writer)
+        batch.append(head)
+    }
+
+    /// Publishes the batch (inflight bookkeeping in spec order) and interrupts if wanted.
+    private mutating func flush() {
+        guard !batch.isEmpty, queue != nil else { return }
+        if let inflight = start.inflight {
+            var previous: UInt16?
+            for head in batch {
+                inflight.linkIntoBatch(head, previous: previous)
+                previous = head
+            }
+            inflight.setLastBatchHead(batch[batch.count - 1])
+        }
+        let notify = queue!.publishUsed(writer: writer)
+        if let inflight = start.inflight {
+            for head in batch { inflight.markCompleted(head) }
+            inflight.setUsedIndex(queue!.nextUsed)
+        }
+        batch.removeAll(keepingCapacity: true)
+        if notify { call?.signal() }
+    }
+}

@@ -1,0 +1,133 @@
+import ArgumentParser
+import BlockDevice
+import Logging
+import RemoteMem
+
+/// The `memx-vhost` command line: parsing and validation only; `Wiring` builds the backend.
+struct MemxVhostCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "memx-vhost",
+        abstract: "Serve a MemX memory-backed disk to QEMU as a vhost-user-blk device.",
+        discussion: """
+            memx-vhost listens on a unix socket for one QEMU (vhost-user-blk-pci) at a time and \
+            serves the disk's blocks from memory. With no memory servers it uses the embedded \
+            pool: a sparse file in shared memory (/dev/shm/memx-VOLUME.pool) that outlives this \
+            process, so a restarted memx-vhost serves the same disk. Unwritten blocks cost no \
+            memory; DISCARD and WRITE_ZEROES give memory back.
+
+            It runs in the foreground and logs to stderr. SIGTERM or SIGINT stop it cleanly: \
+            in-flight requests complete and the socket file is removed. When QEMU disconnects \
+            it keeps listening for the next connection (QEMU's reconnect=).
+
+            Attach QEMU (guest RAM must be shared memory):
+              qemu-system-x86_64 ... \\
+                -object memory-backend-memfd,id=mem,size=1G,share=on -numa node,memdev=mem \\
+                -chardev socket,id=memx0,path=SOCKET,reconnect=1 \\
+                -device vhost-user-blk-pci,chardev=memx0
+
+            Exit status: 0 after a clean stop, 1 on a runtime error, 2 on bad flags.
+            """)
+
+    @Option(name: [.customLong("socket"), .customLong("socket-path")],
+            help: ArgumentHelp("Unix socket path to listen on (a stale socket file is replaced).", valueName: "path"))
+    var socket: String?
+
+    @Option(help: ArgumentHelp("Disk size, with optional K/M/G/T suffix (binary units); a multiple of 4 KiB.",
+                               valueName: "size"))
+    var size: String?
+
+    @Option(help: ArgumentHelp("Volume name (letters, digits, '.', '_', '-'); default: from the socket file name.",
+                               valueName: "name"))
+    var volume: String?
+
+    @Option(help: ArgumentHelp("Queues offered to QEMU (GET_QUEUE_NUM); the guest uses up to one per vCPU.",
+                               valueName: "n"))
+    var queues: Int = 16
+
+    @Flag(help: "Offer a read-only disk (VIRTIO_BLK_F_RO); writes fail with an I/O error.")
+    var readOnly = false
+
+    @Option(help: ArgumentHelp("Serial number the guest reads (at most 20 bytes); default: the volume name.",
+                               valueName: "id"))
+    var serial: String?
+
+    @Option(help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error or critical.", valueName: "level"))
+    var logLevel: String = "info"
+
+    @Option(help: ArgumentHelp("Directory of the embedded pool's files (a tmpfs).", valueName: "dir"))
+    var poolDirectory: String = "/dev/shm"
+
+    @Flag(help: "Print the backend's capabilities as JSON (QEMU's vhost-user backend convention) and exit.")
+    var printCapabilities = false
+
+    /// The validated settings, or a one-line reason.
+    func settings() throws(ValidationError) -> Settings {
+        guard let socket, !socket.isEmpty else { throw ValidationError("--socket is required") }
+        guard let sizeText = size else { throw ValidationError("--size is required") }
+        guard let bytes = ByteSize(parsing: sizeText)?.bytes else {
+            throw ValidationError("--size '\(sizeText)' is not a size (examples: 512M, 1G, 4096)")
+        }
+        guard let level = Logger.Level(rawValue: logLevel.lowercased()) else {
+            throw ValidationError("--log-level '\(logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
+        }
+        let volumeName = volume ?? Settings.volumeName(fromSocket: socket)
+        guard Settings.isValidVolumeName(volumeName) else {
+            throw ValidationError("--volume '\(volumeName)' must be 1–64 letters, digits, '.', '_' or '-' and not start with '.'")
+        }
+        let device = BlockDeviceConfiguration(capacityBytes: bytes, queueCount: queues, readOnly: readOnly,
+                                              serial: serial ?? String(volumeName.prefix(BlockDeviceConfiguration.serialBytesMax)))
+        if let why = device.validationError() { throw ValidationError("--\(Self.flag(for: why)) \(why)") }
+        return Settings(socketPath: socket, volume: volumeName, poolDirectory: poolDirectory, device: device,
+                        logLevel: level)
+    }
+
+    private static func flag(for reason: String) -> String {
+        reason.hasPrefix("size") ? "size:" : reason.hasPrefix("queues") ? "queues:" : "serial:"
+    }
+
+    func run() throws {
+        if printCapabilities {
+            print(#"{"type": "block", "features": ["read-only"]}"#)
+            return
+        }
+        let settings: Settings
+        do {
+            settings = try self.settings()
+        } catch {
+            throw error
+        }
+        throw ExitCode(Wiring.run(settings))
+    }
+}
+
+/// Validated settings of one memx-vhost process.
+struct Settings {
+    var socketPath: String
+    var volume: String
+    var poolDirectory: String
+    var device: BlockDeviceConfiguration
+    var logLevel: Logger.Level
+
+    /// `/run/memx/vol1.sock` → `vol1`.
+    static func volumeName(fromSocket path: String) -> String {
+        var name = Substring(path.split(separator: "/").last ?? "memx")
+        if name.hasSuffix(".sock") { name = name.dropLast(5) }
+        let cleaned = String(name.map { isAllowed($0) ? $0 : "-" })
+        return cleaned.isEmpty || cleaned.hasPrefix(".") ? "memx" + cleaned : String(cleaned.prefix(64))
+    }
+
+    static func isValidVolumeName(_ name: String) -> Bool {
+        !name.isEmpty && name.count <= 64 && !name.hasPrefix(".") && name.allSatisfy(isAllowed)
+    }
+
+    private static func isAllowed(_ c: Character) -> Bool {
+        c.isASCII && (c.isLetter || c.isNumber || c == "." || c == "_" || c == "-")
+    }
+}
+
+extension MemxVhostCommand {
+    /// Validates flags before anything starts (so bad flags never touch the pool or socket).
+    mutating func settingsCheckIfNeeded() throws(ValidationError) {
+        if !printCapabilities { _ = try settings() }
+    }
+}

@@ -1,0 +1,53 @@
+import BlockDevice
+import Glibc
+import LinuxSystem
+import Logging
+import RemoteMem
+import VhostUser
+
+/// Builds the backend from validated settings and runs it until a termination signal.
+enum Wiring {
+    /// Returns the process exit status.
+    static func run(_ settings: Settings) -> Int32 {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = settings.logLevel
+            return handler
+        }
+        var logger = Logger(label: "memx-vhost")
+        logger[metadataKey: "volume"] = .string(settings.volume)
+        // Block the termination signals before any thread starts, so every thread inherits
+        // the mask and only the control loop sees them (through a signalfd).
+        let signals: TerminationSignals
+        do {
+            signals = try TerminationSignals()
+        } catch {
+            logger.critical("cannot set up signal handling: \(error)")
+            return 1
+        }
+        let store: SharedMemoryPageStore
+        do {
+            store = try SharedMemoryPageStore(directory: settings.poolDirectory, volume: settings.volume,
+                                              capacityBytes: settings.device.capacityBytes)
+        } catch {
+            logger.critical("cannot open the embedded pool: \(error)")
+            return 1
+        }
+        let device = MemxBlockDevice(configuration: settings.device, store: store)
+        let server: VhostUserServer
+        do {
+            server = try VhostUserServer(socketPath: settings.socketPath, device: device, logger: logger)
+        } catch {
+            logger.critical("cannot listen on \(settings.socketPath): \(error)")
+            return 1
+        }
+        logger.info("""
+            serving \(ByteSize.describe(settings.device.capacityBytes)) disk on \(settings.socketPath) \
+            (embedded pool \(store.path), \(ByteSize.describe(store.residentBytes)) resident, \
+            \(settings.device.queueCount) queues\(settings.device.readOnly ? ", read-only" : ""))
+            """)
+        let signal = server.run(until: signals)
+        logger.info("stopping on signal \(signal); socket removed")
+        return 0
+    }
+}
