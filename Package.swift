@@ -15,7 +15,11 @@ let package = Package(
     products: [
         .executable(name: "memx-vhost", targets: ["memx-vhost"]),
         .executable(name: "memx-bench", targets: ["memx-bench"]),
+        .library(name: "LinuxSystem", targets: ["LinuxSystem"]),
+        .library(name: "GuestMemory", targets: ["GuestMemory"]),
+        .library(name: "Virtio", targets: ["Virtio"]),
         .library(name: "VhostUser", targets: ["VhostUser"]),
+        .library(name: "RemoteMem", targets: ["RemoteMem"]),
         .library(name: "BlockDevice", targets: ["BlockDevice"]),
         .library(name: "MemxTesting", targets: ["MemxTesting"]),
     ],

@@ -33,4 +33,18 @@ public struct VringStart: Sendable {
     public var memory: GuestMemoryMap
     public var log: DirtyLog?
     public var inflight: InflightQueue?
+
+    public init(index: Int, layout: SplitQueueLayout, base: UInt16, eventIndex: Bool, kick: EventNotifier?,
+                call: EventNotifier?, enabled: Bool, memory: GuestMemoryMap, log: DirtyLog?, inflight: InflightQueue?) {
+        self.index = index
+        self.layout = layout
+        self.base = base
+        self.eventIndex = eventIndex
+        self.kick = kick
+        self.call = call
+        self.enabled = enabled
+        self.memory = memory
+        self.log = log
+        self.inflight = inflight
+    }
 }

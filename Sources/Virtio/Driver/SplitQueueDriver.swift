@@ -128,7 +128,9 @@ public struct SplitQueueDriver {
 
     /// Reaps one used element, returning (head, length), and frees its descriptors. With
     /// EVENT_IDX it also asks for an interrupt on the next completion (`used_event`).
-    public mutating func popUsed() -> (head: UInt16, length: UInt32)? {
+    /// With `releasing: false` the chain's descriptors stay allocated, for callers that
+    /// re-publish the same fixed chains (the allocation-free benchmark loop).
+    public mutating func popUsed(releasing: Bool = true) -> (head: UInt16, length: UInt32)? {
         let usedIndex = used.loadAcquireU16(2)
         guard usedIndex != lastUsed else { return nil }
         let offset = 4 + 8 * Int(lastUsed % layout.size)
@@ -136,7 +138,7 @@ public struct SplitQueueDriver {
         let length = used.loadU32(offset + 4)
         lastUsed &+= 1
         if eventIndex { avail.storeU16(4 + 2 * Int(layout.size), lastUsed) }
-        releaseChain(head)
+        if releasing { releaseChain(head) }
         return (head, length)
     }
 

@@ -1,0 +1,47 @@
+#!/bin/sh
+# shellcheck shell=dash
+# test-records.sh — guest scenario "records" (used by the backend-reconnect test).
+#
+# Usage: memx.test=records [memx.arg=R]   (run by /init)
+#
+# Writes R records (default 400) of 4 KiB, one O_DIRECT write + flush each, to
+# consecutive 4 KiB blocks starting at 1 MiB. Record k consists of 256 lines
+# "R<k:08d>.<line:03d>.m\n", so a lost, stale or misplaced record is detected.
+# The region is zeroed first. Prints "MEMX-PROGRESS k" after every 50 records
+# (k = records written so far) so the host can kill the backend mid-I/O.
+# At the end drops caches and verifies every record; any failed write or
+# mismatching record fails the scenario.
+# shellcheck source=lib.sh
+. /memx/lib.sh
+
+R="${MEMX_ARG:-400}"
+case "$R" in ''|*[!0-9]*) fail "memx.arg must be a record count, got '$R'" ;; esac
+BASE=256    # first record block (4 KiB units) = 1 MiB
+[ "$(disk_bytes)" -ge $(((BASE + R) * 4096)) ] || fail "disk too small for $R records"
+
+awk -v n="$R" 'BEGIN { for (k = 0; k < n; k++) for (l = 0; l < 256; l++) printf "R%08d.%03d.m\n", k, l }' \
+    > /tmp/records
+[ "$(wc -c < /tmp/records)" -eq $((R * 4096)) ] || fail "record file has wrong size"
+
+dd if=/dev/zero of="$DEV" bs=4096 seek="$BASE" count="$R" oflag=direct conv=fsync,notrunc 2>/tmp/dd.err \
+    || fail "zeroing the record region failed: $(tr '\n' ' ' < /tmp/dd.err)"
+drop_caches
+say "writing $R records"
+
+k=0
+while [ "$k" -lt "$R" ]; do
+    dd if=/tmp/records of="$DEV" bs=4096 skip="$k" seek=$((BASE + k)) count=1 \
+        oflag=direct conv=fsync,notrunc 2>/tmp/dd.err \
+        || fail "write of record $k failed: $(tr '\n' ' ' < /tmp/dd.err)"
+    k=$((k + 1))
+    [ $((k % 50)) -eq 0 ] && echo "MEMX-PROGRESS $k"
+done
+
+drop_caches
+dd if="$DEV" of=/tmp/readback bs=4096 skip="$BASE" count="$R" iflag=direct 2>/tmp/dd.err \
+    || fail "read-back failed: $(tr '\n' ' ' < /tmp/dd.err)"
+if ! cmp -s /tmp/records /tmp/readback; then
+    bad="$(cmp -l /tmp/records /tmp/readback 2>/dev/null | awk '{ r = int(($1 - 1) / 4096); if (!(r in s)) { s[r] = 1; n++; if (n <= 5) l = l " " r } } END { printf "%d bad record(s), first:%s", n, l }')"
+    fail "record verification failed: $bad"
+fi
+say "records ok: $R records verified"
