@@ -27,7 +27,8 @@ public final class DirtyLog: Sendable {
         // (DPDK puts the same fence before setting the bit).
         memx_fence_release()
         var page = address.rawValue / Self.pageSize
-        let last = (address.rawValue &+ (length - 1)) / Self.pageSize
+        let (end, overflow) = address.rawValue.addingReportingOverflow(length - 1)
+        let last = (overflow ? UInt64.max : end) / Self.pageSize
         let pages = UInt64(mapping.length) * 8
         while page <= last, page < pages {
             // SAFETY: page / 8 < mapping.length, checked by `page < pages`.

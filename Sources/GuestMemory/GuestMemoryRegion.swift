@@ -45,7 +45,7 @@ public final class GuestMemoryRegion: Sendable {
         guard layout.size > 0,
               layout.guestAddress.rawValue <= UInt64.max - layout.size,
               layout.frontendAddress.rawValue <= UInt64.max - layout.size,
-              layout.mmapOffset <= UInt64(Int.max) - layout.size
+              layout.size <= UInt64(Int.max), layout.mmapOffset <= UInt64(Int.max) - layout.size
         else { throw .invalidRegion("\(layout) is empty or wraps") }
         do {
             mapping = try MemoryMapping(fd: fd.rawValue, length: Int(layout.size + layout.mmapOffset))

@@ -9,6 +9,9 @@ public enum MessageCodec {
         guard header.flags & 0x3 == MessageHeader.version else {
             throw .badHeader("version bits \(header.flags & 0x3), expected 1")
         }
+        guard header.flags & MessageHeader.replyFlag == 0 else {
+            throw .badHeader("reply flag set on a front-end request")
+        }
         guard Int(header.size) <= VhostUserLimits.payloadBytesMax else {
             throw .badHeader("payload of \(header.size) bytes exceeds \(VhostUserLimits.payloadBytesMax)")
         }
@@ -41,10 +44,10 @@ public enum MessageCodec {
                                frontendAddress: FrontendAddress(reader.u64()), mmapOffset: reader.u64())
         }
         switch request {
-        case .getFeatures: return .getFeatures
+        case .getFeatures: try exactly(0); return .getFeatures
         case .setFeatures: return .setFeatures(try u64())
-        case .setOwner: return .setOwner
-        case .resetOwner: return .resetOwner
+        case .setOwner: try exactly(0); return .setOwner
+        case .resetOwner: try exactly(0); return .resetOwner
         case .setMemTable:
             try atLeast(8)
             let count = Int(reader.u32())
@@ -52,14 +55,14 @@ public enum MessageCodec {
             guard count <= VhostUserLimits.memTableRegionsMax else {
                 throw .invalidRequest("SET_MEM_TABLE with \(count) regions (at most \(VhostUserLimits.memTableRegionsMax))")
             }
-            try atLeast(8 + 32 * count)
+            try exactly(8 + 32 * count)
             var regions: [MemoryRegionLayout] = []
             for _ in 0..<count { regions.append(region()) }
             return .setMemTable(regions)
         case .setLogBase:
             try exactly(LogArea.sizeBytes)
             return .setLogBase(LogArea(mmapSize: reader.u64(), mmapOffset: reader.u64()))
-        case .setLogFD: return .setLogFD
+        case .setLogFD: try exactly(0); return .setLogFD
         case .setVringNum: return .setVringNum(try vringState())
         case .setVringBase: return .setVringBase(try vringState())
         case .getVringBase: return .getVringBase(try vringState())
@@ -74,10 +77,10 @@ public enum MessageCodec {
         case .setVringKick: return .setVringKick(VringDescriptorPayload(try u64()))
         case .setVringCall: return .setVringCall(VringDescriptorPayload(try u64()))
         case .setVringErr: return .setVringErr(VringDescriptorPayload(try u64()))
-        case .getProtocolFeatures: return .getProtocolFeatures
+        case .getProtocolFeatures: try exactly(0); return .getProtocolFeatures
         case .setProtocolFeatures: return .setProtocolFeatures(try u64())
-        case .getQueueNum: return .getQueueNum
-        case .setBackendReqFD: return .setBackendReqFD
+        case .getQueueNum: try exactly(0); return .getQueueNum
+        case .setBackendReqFD: try exactly(0); return .setBackendReqFD
         case .getConfig, .setConfig:
             try atLeast(ConfigAccess.headerBytes)
             let offset = reader.u32()
@@ -94,15 +97,15 @@ public enum MessageCodec {
             let area = InflightArea(mmapSize: reader.u64(), mmapOffset: reader.u64(),
                                     queueCount: reader.u16(), queueSize: reader.u16())
             return request == .getInflightFD ? .getInflightFD(area) : .setInflightFD(area)
-        case .resetDevice: return .resetDevice
-        case .getMaxMemSlots: return .getMaxMemSlots
+        case .resetDevice: try exactly(0); return .resetDevice
+        case .getMaxMemSlots: try exactly(0); return .getMaxMemSlots
         case .addMemReg, .remMemReg:
             try exactly(40)
             _ = reader.u64()  // padding
             let layout = region()
             return request == .addMemReg ? .addMemReg(layout) : .remMemReg(layout)
         case .setStatus: return .setStatus(try u64())
-        case .getStatus: return .getStatus
+        case .getStatus: try exactly(0); return .getStatus
         default: return .unsupported(request)
         }
     }

@@ -95,7 +95,7 @@ public struct DescriptorChain {
         if descriptor.isWritable {
             writableBytes += UInt64(descriptor.length)
         } else {
-            guard writableBytes == 0 else { throw .readableAfterWritable }
+            guard segments.last?.isWritable != true else { throw .readableAfterWritable }  // even a 0-byte writable one
             readableBytes += UInt64(descriptor.length)
         }
         guard readableBytes + writableBytes <= VirtioLimits.chainBytesMax else { throw .chainTooLarge }
