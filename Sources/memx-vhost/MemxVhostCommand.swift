@@ -54,6 +54,13 @@ struct MemxVhostCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error or critical.", valueName: "level"))
     var logLevel: String = "info"
 
+    @Option(help: ArgumentHelp("""
+        Busy-poll window in microseconds: after a queue runs empty its thread keeps watching it \
+        this long before sleeping, so back-to-back requests need no kick and no wake-up \
+        (like QEMU's poll-max-ns). 0 disables polling; at most 1000.
+        """, valueName: "us"))
+    var pollUs: Int = 32
+
     @Option(help: ArgumentHelp("Directory of the embedded pool's files (a tmpfs).", valueName: "dir"))
     var poolDirectory: String = "/dev/shm"
 
@@ -76,9 +83,10 @@ struct MemxVhostCommand: ParsableCommand {
         }
         let device = BlockDeviceConfiguration(capacityBytes: bytes, queueCount: queues, readOnly: readOnly,
                                               serial: serial ?? String(volumeName.prefix(BlockDeviceConfiguration.serialBytesMax)))
+        guard (0...1000).contains(pollUs) else { throw ValidationError("--poll-us must be between 0 and 1000") }
         if let why = device.validationError() { throw ValidationError("--\(Self.flag(for: why)) \(why)") }
         return Settings(socketPath: socket, volume: volumeName, poolDirectory: poolDirectory, device: device,
-                        logLevel: level)
+                        pollMicroseconds: pollUs, logLevel: level)
     }
 
     private static func flag(for reason: String) -> String {
@@ -106,6 +114,7 @@ struct Settings {
     var volume: String
     var poolDirectory: String
     var device: BlockDeviceConfiguration
+    var pollMicroseconds: Int
     var logLevel: Logger.Level
 
     /// `/run/memx/vol1.sock` → `vol1`.

@@ -36,7 +36,8 @@ enum Wiring {
         let device = MemxBlockDevice(configuration: settings.device, store: store)
         let server: VhostUserServer
         do {
-            server = try VhostUserServer(socketPath: settings.socketPath, device: device, logger: logger)
+            server = try VhostUserServer(socketPath: settings.socketPath, device: device,
+                                         pollMicroseconds: settings.pollMicroseconds, logger: logger)
         } catch {
             logger.critical("cannot listen on \(settings.socketPath): \(error)")
             return 1

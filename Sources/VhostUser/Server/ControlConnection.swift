@@ -11,9 +11,11 @@ struct ControlConnection: ~Copyable {
     var session: BackendSession
     var workers: [Int: VringWorker] = [:]
     let logger: Logger
+    let pollMicroseconds: Int
 
-    init(connection: consuming UnixConnection, device: any VhostUserDevice, logger: Logger) {
+    init(connection: consuming UnixConnection, device: any VhostUserDevice, pollMicroseconds: Int, logger: Logger) {
         self.connection = connection
+        self.pollMicroseconds = pollMicroseconds
         self.session = BackendSession(device: device, logger: logger)
         self.logger = logger
     }
@@ -104,7 +106,8 @@ struct ControlConnection: ~Copyable {
         case .startVring(let start):
             do {
                 let handler = session.device.makeRequestHandler(queueIndex: start.index)
-                workers[start.index] = try VringWorker(start: start, handler: handler, logger: logger)
+                workers[start.index] = try VringWorker(start: start, handler: handler, pollMicroseconds: pollMicroseconds,
+                                                         logger: logger)
                 logger.debug("queue \(start.index) started: size \(start.layout.size), base \(start.base)")
             } catch {
                 logger.error("queue \(start.index): cannot start its thread: \(error)")

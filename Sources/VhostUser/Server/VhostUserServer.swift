@@ -9,11 +9,15 @@ public struct VhostUserServer: ~Copyable {
     private let listener: UnixListener
     private let device: any VhostUserDevice
     private let logger: Logger
+    private let pollMicroseconds: Int
 
-    /// Binds `socketPath` (replacing a stale socket left by a killed process).
-    public init(socketPath: String, device: any VhostUserDevice, logger: Logger) throws(Errno) {
+    /// Binds `socketPath` (replacing a stale socket left by a killed process). Queue threads
+    /// busy-poll an empty ring for `pollMicroseconds` before sleeping (0 = never poll).
+    public init(socketPath: String, device: any VhostUserDevice, pollMicroseconds: Int = 0,
+                logger: Logger) throws(Errno) {
         listener = try UnixListener(path: socketPath)
         self.device = device
+        self.pollMicroseconds = pollMicroseconds
         self.logger = logger
     }
 
@@ -39,7 +43,8 @@ public struct VhostUserServer: ~Copyable {
                 continue
             }
             logger.info("frontend connected")
-            var control = ControlConnection(connection: connection, device: device, logger: logger)
+            var control = ControlConnection(connection: connection, device: device,
+                                            pollMicroseconds: pollMicroseconds, logger: logger)
             if control.serve(stop: signals.descriptor.rawValue) {
                 return signals.take() ?? 0
             }

@@ -33,14 +33,17 @@ public final class VringWorker: Sendable {
         var signalCallOnApply = false
     }
 
-    /// Starts the thread for `start`; `handler` is used only on that thread.
-    public init(start: VringStart, handler: any VirtqueueRequestHandler, logger: Logger) throws(Errno) {
+    /// Starts the thread for `start`; `handler` is used only on that thread. `pollMicroseconds`
+    /// is the busy-poll window after the ring runs empty (0 = sleep at once).
+    public init(start: VringStart, handler: any VirtqueueRequestHandler, pollMicroseconds: Int = 0,
+                logger: Logger) throws(Errno) {
         index = start.index
         wake = try EventNotifier()
         control = Mutex(WorkerControl(memory: start.memory, log: start.log, call: start.call, enabled: start.enabled))
         let box = UncheckedHandler(handler)
         let thread = try OSThread(name: "memx-vq\(start.index)") { [self] in
-            self.run(start: start, handler: box.handler, logger: logger)
+            self.run(start: start, handler: box.handler, pollNanos: UInt64(max(0, pollMicroseconds)) * 1000,
+                     logger: logger)
         }
         self.thread.withLock { $0 = thread }
     }
@@ -83,7 +86,7 @@ public final class VringWorker: Sendable {
 
     // MARK: - The data thread
 
-    private func run(start: VringStart, handler: any VirtqueueRequestHandler, logger: Logger) {
+    private func run(start: VringStart, handler: any VirtqueueRequestHandler, pollNanos: UInt64, logger: Logger) {
         var runner: QueueRunner
         do {
             runner = try QueueRunner(start: start, handler: handler)
@@ -116,7 +119,7 @@ public final class VringWorker: Sendable {
                 appliedGeneration.store(appliedGen, ordering: .releasing)
             }
             if enabled && !runner.broken {
-                runner.processAvailable(logger: logger)
+                runner.processAvailable(logger: logger, pollNanos: pollNanos)
             }
             do {
                 _ = try Poll.waitReadable(&fds, timeoutMillis: timeout)
