@@ -32,20 +32,10 @@ final class BlockDeviceTests {
                                                                 readOnly: readOnly, serial: serial), store: store)
     }
 
-    static func header(_ type: UInt32, sector: UInt64) -> [UInt8] {
-        var bytes: [UInt8] = []
-        withUnsafeBytes(of: type.littleEndian) { bytes.append(contentsOf: $0) }
-        withUnsafeBytes(of: UInt32(0)) { bytes.append(contentsOf: $0) }
-        withUnsafeBytes(of: sector.littleEndian) { bytes.append(contentsOf: $0) }
-        return bytes
-    }
+    static func header(_ type: UInt32, sector: UInt64) -> [UInt8] { BlockRequestBytes.header(type: type, sector: sector) }
 
     static func range(sector: UInt64, count: UInt32, flags: UInt32) -> [UInt8] {
-        var bytes: [UInt8] = []
-        withUnsafeBytes(of: sector.littleEndian) { bytes.append(contentsOf: $0) }
-        withUnsafeBytes(of: count.littleEndian) { bytes.append(contentsOf: $0) }
-        withUnsafeBytes(of: flags.littleEndian) { bytes.append(contentsOf: $0) }
-        return bytes
+        BlockRequestBytes.range(sector: sector, count: count, flags: flags)
     }
 
     struct Outcome {

@@ -18,11 +18,7 @@ struct BlockRequestTests {
     }
 
     static func header(type: UInt32, sector: UInt64, ioprio: UInt32 = 0) -> [UInt8] {
-        var bytes: [UInt8] = []
-        withUnsafeBytes(of: type.littleEndian) { bytes.append(contentsOf: $0) }
-        withUnsafeBytes(of: ioprio.littleEndian) { bytes.append(contentsOf: $0) }
-        withUnsafeBytes(of: sector.littleEndian) { bytes.append(contentsOf: $0) }
-        return bytes
+        BlockRequestBytes.header(type: type, sector: sector, ioprio: ioprio)
     }
 
     /// A buffer in fake memory: readable ones are filled with `bytes`.

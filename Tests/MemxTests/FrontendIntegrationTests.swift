@@ -242,7 +242,14 @@ struct FrontendIntegrationTests {
         #expect(try queue.perform(.raw(type: 77, sector: 0, readableBytes: 0, writableBytes: 0)).statusByte == 2)
         #expect(try queue.write(sector: 0, data: pattern(9, 4096)).isOK)
         #expect(backend.log.contains("malformed descriptor chain"))
+        // An avail index more than a queue ahead breaks the ring: the backend says so on the
+        // SET_VRING_ERR eventfd and stops serving that queue, and nothing else.
+        queue.driver.forceAvailIndex(queue.driver.nextAvail &+ 1000)
+        queue.kick.signal()
+        var fds = [Poll.readable(queue.errorNotifier.rawValue)]
+        #expect(try Poll.waitReadable(&fds, timeoutMillis: 5000) == 1, "no SET_VRING_ERR signal")
         #expect(backend.process!.process.isRunning)
+        #expect(try client.request(.getQueueNum).u64() == 4)
     }
 
     @Test("bad messages: unknown request refused with an ack, bad header or size closes only that connection")

@@ -31,3 +31,25 @@ struct QEMUGuestTests {
     @Test("memx-vhost killed -9 twice during guest I/O: QEMU reconnects, no I/O error, all records verify")
     func reconnect() throws { try runScenario("guest-reconnect.sh") }
 }
+
+/// The libvirt example users copy: valid against libvirt's schema, and carrying what a MemX
+/// disk needs (a vhostuser disk with reconnect, shared memfd guest RAM).
+@Suite("libvirt example")
+struct LibvirtExampleTests {
+    static let path = QEMUGuestTests.root.appendingPathComponent("qemu/libvirt-domain.xml").path
+
+    @Test("qemu/libvirt-domain.xml validates with virt-xml-validate")
+    func validates() throws {
+        let (status, output) = try runCommand("/usr/bin/virt-xml-validate", [Self.path, "domain"], timeoutSeconds: 60)
+        #expect(status == 0, "\(output)")
+    }
+
+    @Test("it has a vhostuser disk with reconnect and shared memfd memory")
+    func content() throws {
+        let xml = try String(contentsOfFile: Self.path, encoding: .utf8)
+        for needle in ["<disk type='vhostuser' device='disk'>", "<source type='memfd'/>", "<access mode='shared'/>",
+                       "<reconnect enabled='yes'", "bus='virtio'"] {
+            #expect(xml.contains(needle), "missing \(needle)")
+        }
+    }
+}

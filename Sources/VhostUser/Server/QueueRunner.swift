@@ -22,6 +22,8 @@ struct QueueRunner {
     /// Set when the driver broke the ring; the queue then serves nothing until restarted
     /// (VIRTIO 1.2 §2.1.2 "device needs reset").
     private(set) var broken = false
+    /// Malformed chains returned so far (they are logged sparingly).
+    private var malformedChains = 0
 
     init(start: VringStart, handler: any VirtqueueRequestHandler) throws(VirtqueueError) {
         self.start = start
@@ -63,7 +65,10 @@ struct QueueRunner {
     /// polling window, an empty ring is watched for up to `pollNanos` before notifications are
     /// re-enabled: a driver that submits again within the window needs no kick and the thread
     /// no wake-up (QEMU's adaptive polling, `poll-max-ns`, defaults to 32 µs for the same reason).
-    mutating func processAvailable(logger: Logger, pollNanos: UInt64 = 0) {
+    ///
+    /// `controlPending` is asked after every batch; when it says yes the method returns at once
+    /// (notifications stay off) so the thread can apply a stop or a new memory table.
+    mutating func processAvailable(logger: Logger, pollNanos: UInt64 = 0, controlPending: () -> Bool = { false }) {
         guard queue != nil else { return }
         while true {
             queue!.disableNotifications()
@@ -74,6 +79,7 @@ struct QueueRunner {
                 } catch {
                     logger.error("queue \(start.index): driver error, queue stopped until reset: \(error)")
                     broken = true
+                    start.error?.signal()
                     flush()
                     return
                 }
@@ -83,9 +89,13 @@ struct QueueRunner {
                     inflightCounter &+= 1
                 }
                 serve(head: head, logger: logger)
-                if batch.count >= Self.batchMax { flush() }
+                if batch.count >= Self.batchMax {
+                    flush()
+                    if controlPending() { return }
+                }
             }
             flush()
+            if controlPending() { return }
             if pollNanos > 0, queue!.pollAvailable(nanoseconds: pollNanos) { continue }
             if !queue!.enableNotifications() { return }
         }
@@ -100,8 +110,12 @@ struct QueueRunner {
             length = handler.handle(chain, writer: writer)
         } catch {
             // The chain is unusable: no status byte can be trusted. Give the buffers back
-            // with length 0 so the driver is not left waiting, and say why.
-            logger.warning("queue \(start.index): malformed descriptor chain at head \(head): \(error)")
+            // with length 0 so the driver is not left waiting, and say why — the first few
+            // times, then every 1000th, so a hostile guest cannot flood the log.
+            malformedChains += 1
+            if malformedChains <= 10 || malformedChains % 1000 == 0 {
+                logger.warning("queue \(start.index): malformed descriptor chain at head \(head) (\(malformedChains) so far): \(error)")
+            }
         }
         queue!.addUsed(head: head, length: length, writer: writer)
         batch.append(head)

@@ -16,6 +16,9 @@ public final class VringWorker: Sendable {
     public let index: Int
     private let control: Mutex<WorkerControl>
     private let wake: EventNotifier
+    /// The newest control generation posted; the data thread checks it between batches so a
+    /// guest that never stops submitting cannot hold off a stop or a memory-table change.
+    private let postedGeneration = Atomic<UInt64>(0)
     /// The control generation the thread has applied; the control thread waits on it.
     private let appliedGeneration = Atomic<UInt64>(0)
     /// The avail index the thread stopped at (valid after `stop` returns).
@@ -56,6 +59,7 @@ public final class VringWorker: Sendable {
             state.generation += 1
             return state.generation
         }
+        postedGeneration.store(target, ordering: .releasing)
         wake.signal()
         while appliedGeneration.load(ordering: .acquiring) < target, !stopped.load(ordering: .acquiring) {
             usleep(20)
@@ -77,7 +81,12 @@ public final class VringWorker: Sendable {
     /// Stops the thread after it has completed every request it popped, and returns the next
     /// avail index (the GET_VRING_BASE answer).
     public func stop() -> UInt16 {
-        control.withLock { $0.stopRequested = true; $0.generation += 1 }
+        let target = control.withLock { state -> UInt64 in
+            state.stopRequested = true
+            state.generation += 1
+            return state.generation
+        }
+        postedGeneration.store(target, ordering: .releasing)
         wake.signal()
         let thread = self.thread.withLock { $0 }
         thread?.join()
@@ -119,7 +128,9 @@ public final class VringWorker: Sendable {
                 appliedGeneration.store(appliedGen, ordering: .releasing)
             }
             if enabled && !runner.broken {
-                runner.processAvailable(logger: logger, pollNanos: pollNanos)
+                runner.processAvailable(logger: logger, pollNanos: pollNanos) {
+                    postedGeneration.load(ordering: .acquiring) != appliedGen
+                }
             }
             do {
                 _ = try Poll.waitReadable(&fds, timeoutMillis: timeout)

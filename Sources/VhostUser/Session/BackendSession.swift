@@ -278,7 +278,7 @@ public struct BackendSession {
         outcome.effects.append(.startVring(VringStart(
             index: index, layout: layout, base: vrings[index].base, eventIndex: ackedFeatures.contains(.eventIndex),
             kick: kick, call: vrings[index].call, enabled: enabled, memory: memory, log: activeLog,
-            inflight: inflight)))
+            inflight: inflight, error: vrings[index].error)))
     }
 
     private func notifier(_ payload: VringDescriptorPayload, fds: inout ReceivedFileDescriptors) throws(VhostUserError) -> EventNotifier? {

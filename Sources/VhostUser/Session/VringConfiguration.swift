@@ -33,9 +33,12 @@ public struct VringStart: Sendable {
     public var memory: GuestMemoryMap
     public var log: DirtyLog?
     public var inflight: InflightQueue?
+    /// Signalled when the driver breaks the ring (SET_VRING_ERR); QEMU reports it.
+    public var error: EventNotifier?
 
     public init(index: Int, layout: SplitQueueLayout, base: UInt16, eventIndex: Bool, kick: EventNotifier?,
-                call: EventNotifier?, enabled: Bool, memory: GuestMemoryMap, log: DirtyLog?, inflight: InflightQueue?) {
+                call: EventNotifier?, enabled: Bool, memory: GuestMemoryMap, log: DirtyLog?, inflight: InflightQueue?,
+                error: EventNotifier? = nil) {
         self.index = index
         self.layout = layout
         self.base = base
@@ -46,5 +49,6 @@ public struct VringStart: Sendable {
         self.memory = memory
         self.log = log
         self.inflight = inflight
+        self.error = error
     }
 }
