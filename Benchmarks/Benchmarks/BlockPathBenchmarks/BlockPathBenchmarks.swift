@@ -26,7 +26,7 @@ final class Rig: @unchecked Sendable {
     var heads: [UInt16]
     let volume: String
 
-    init(requestType: BlockRequestType, bytes: UInt32, slots: Int) throws {
+    init(requestType: BlockRequestType, bytes: UInt32, slots: Int, allocatingControl: Bool = false) throws {
         let region = try GuestMemoryRegion(anonymousAt: GuestAddress(0), size: 64 << 20)
         let memory = try GuestMemoryMap(regions: [region])
         self.memory = memory
@@ -60,7 +60,8 @@ final class Rig: @unchecked Sendable {
         // Reclaim the initial publications so the loop starts from an empty ring.
         let start = VringStart(index: 0, layout: layout, base: 0, eventIndex: true, kick: kick, call: nil,
                                enabled: true, memory: memory, log: nil, inflight: nil)
-        worker = try VringWorker(start: start, handler: device.makeRequestHandler(queueIndex: 0),
+        let handler = device.makeRequestHandler(queueIndex: 0)
+        worker = try VringWorker(start: start, handler: allocatingControl ? AllocatingHandler(handler) : handler,
                                  logger: Logger(label: "bench"))
         kick.signal()
         for _ in 0..<slots { _ = waitOne() }
@@ -88,6 +89,23 @@ final class Rig: @unchecked Sendable {
     }
 }
 
+/// An object whose allocation the control benchmarks count.
+final class Probe {
+    var value = 0
+}
+
+/// Wraps the real handler and allocates one `Probe` per request on the queue thread: the
+/// control showing that allocations on that thread are counted too.
+final class AllocatingHandler: VirtqueueRequestHandler {
+    let inner: any VirtqueueRequestHandler
+    init(_ inner: any VirtqueueRequestHandler) { self.inner = inner }
+    func handle(_ chain: DescriptorChain, writer: GuestMemoryWriter) -> UInt32 {
+        blackHole(Probe())
+        return inner.handle(chain, writer: writer)
+    }
+    func queueStopped() { inner.queueStopped() }
+}
+
 let benchmarks: @Sendable () -> Void = {
     let metrics: [BenchmarkMetric] = [.mallocCountTotal, .wallClock, .throughput]
     let configuration = Benchmark.Configuration(metrics: metrics, scalingFactor: .one, maxDuration: .seconds(3),
@@ -104,5 +122,16 @@ let benchmarks: @Sendable () -> Void = {
         } setup: {
             try Rig(requestType: type, bytes: bytes, slots: 16)
         }
+    }
+    // The control: one heap object per request on the queue thread must read as 1, or the
+    // zeros above mean nothing.
+    Benchmark("control: the queue thread allocates once per request", configuration: configuration) { benchmark, rig in
+        var slot = 0
+        for _ in benchmark.scaledIterations {
+            rig.oneRequest(slot: slot)
+            slot = (slot + 1) % rig.heads.count
+        }
+    } setup: {
+        try Rig(requestType: .read, bytes: 4096, slots: 16, allocatingControl: true)
     }
 }

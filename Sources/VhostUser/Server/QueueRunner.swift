@@ -33,7 +33,7 @@ struct QueueRunner {
         var queue = try SplitQueue(layout: start.layout, memory: start.memory, nextAvail: start.base,
                                    eventIndex: start.eventIndex)
         if let inflight = start.inflight {
-            let recovery = inflight.recover(guestUsedIndex: queue.guestUsedIndex)
+            let recovery = inflight.recover(guestUsedIndex: queue.guestUsedIndex, base: start.base)
             resubmit = recovery.resubmit
             inflightCounter = recovery.nextCounter
             queue.setNextAvail(recovery.nextAvail)

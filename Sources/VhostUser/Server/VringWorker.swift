@@ -33,7 +33,6 @@ public final class VringWorker: Sendable {
         var call: EventNotifier?
         var enabled: Bool
         var stopRequested = false
-        var signalCallOnApply = false
     }
 
     /// Starts the thread for `start`; `handler` is used only on that thread. `pollMicroseconds`
@@ -71,7 +70,7 @@ public final class VringWorker: Sendable {
     }
 
     public func setCall(_ call: EventNotifier?) {
-        update { $0.call = call; $0.signalCallOnApply = true }
+        update { $0.call = call }
     }
 
     public func setEnabled(_ enabled: Bool) {
@@ -112,7 +111,7 @@ public final class VringWorker: Sendable {
         if kickFD >= 0 { fds.append(Poll.readable(kickFD)) }
         // With no kick fd (SET_VRING_KICK's "no fd" flag) the ring is polled every millisecond.
         let timeout: Int32 = kickFD >= 0 ? -1 : 1
-        runner.resubmitInflight(logger: logger)
+        var currentCall = start.call
         while true {
             let state = control.withLock { $0 }
             if state.generation != appliedGen {
@@ -122,12 +121,19 @@ public final class VringWorker: Sendable {
                 } catch {
                     logger.error("queue \(index): the new memory map does not hold the ring: \(error)")
                 }
-                if state.signalCallOnApply { state.call?.signal() }
+                if state.call !== currentCall {
+                    // A completion may have been published while the frontend swapped the fd:
+                    // always notify a new call fd once (yc-libvhost does the same).
+                    state.call?.signal()
+                    currentCall = state.call
+                }
                 enabled = state.enabled
                 appliedGen = state.generation
                 appliedGeneration.store(appliedGen, ordering: .releasing)
             }
             if enabled && !runner.broken {
+                // Requests a crashed predecessor left in flight go first (once), then the ring.
+                runner.resubmitInflight(logger: logger)
                 runner.processAvailable(logger: logger, pollNanos: pollNanos) {
                     postedGeneration.load(ordering: .acquiring) != appliedGen
                 }

@@ -39,18 +39,19 @@ public struct InflightQueue: Sendable {
         public var nextCounter: UInt64
     }
 
-    /// Prepares the region for a starting ring. A fresh region (version 0) is initialised.
+    /// Prepares the region for a starting ring. A fresh region (version 0) is initialised and
+    /// the ring resumes at `base` (SET_VRING_BASE).
     /// After a reconnect, the last batch is reconciled with `guestUsedIndex` (entries whose
     /// completion reached the used ring are cleared) and the still-inflight heads are returned
     /// in submission order. The avail ring resumes after the requests already taken from it:
     /// `used_idx + inflight count` (libvhost-user `vu_check_queue_inflights`).
-    public func recover(guestUsedIndex: UInt16) -> Recovery {
+    public func recover(guestUsedIndex: UInt16, base: UInt16) -> Recovery {
         if version == 0 {
             memory.zero()
             memory.storeU16(8, 1)
             memory.storeU16(10, queueSize)
             memory.storeU16(14, guestUsedIndex)
-            return Recovery(resubmit: [], nextAvail: guestUsedIndex, nextCounter: 1)
+            return Recovery(resubmit: [], nextAvail: base, nextCounter: 1)
         }
         let committed = guestUsedIndex &- usedIndex
         if committed != 0 {
