@@ -74,6 +74,31 @@ struct FrontendIntegrationTests {
         #expect(!FileManager.default.fileExists(atPath: backend.socket), "socket not removed on SIGTERM")
     }
 
+    @Test("GET_CONFIG answers exactly the size asked (36, 48, 57, 96); SET_CONFIG toggles wce; SET_MEM_TABLE path")
+    func configAndMemTable() throws {
+        let backend = try Backend("config")
+        var options = FrontendOptions()
+        options.forceSetMemTable = true
+        options.acknowledgement = .everyMessage
+        let client = try backend.connect(options: options)
+        for size: UInt32 in [36, 48, 57, 96] {
+            let config = try client.readConfig(size: size)
+            #expect(client.configBytes.count == Int(size))
+            #expect(config.capacitySectors == (64 << 20) / 512)
+        }
+        #expect(client.configBytes[60...].allSatisfy { $0 == 0 }, "fields past write_zeroes_may_unmap must read 0")
+        #expect(try client.readConfig(size: 57).writeCacheEnabled)
+        try client.setWriteCache(enabled: false)
+        #expect(try !client.readConfig(size: 57).writeCacheEnabled)
+        // A SET_CONFIG of anything but wce is refused (REPLY_ACK failure), the session goes on.
+        #expect(throws: FrontendError.self) {
+            try client.sendAcknowledged(.setConfig(ConfigAccess(offset: 0, size: 8, flags: 0, bytes: [UInt8](repeating: 0, count: 8))))
+        }
+        let queue = try client.start(queues: 1, queueSize: 256)[0]
+        #expect(try queue.write(sector: 2, data: pattern(5, 1024)).isOK)
+        #expect(try queue.read(sector: 2, byteCount: 1024).1 == pattern(5, 1024))
+    }
+
     @Test("indirect descriptors and QD32: out-of-order completion bookkeeping holds")
     func indirectDeepQueue() throws {
         let backend = try Backend("indirect")
