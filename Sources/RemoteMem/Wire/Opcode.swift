@@ -1,0 +1,63 @@
+/// MemX wire opcodes (docs/PROTOCOL.md, "Opcodes").
+public enum Opcode: UInt16, Sendable, CustomStringConvertible {
+    case hello = 1
+    case ping = 2
+    case serverStat = 3
+    case volumeCreate = 10
+    case volumeOpen = 11
+    case volumeClose = 12
+    case volumeDelete = 13
+    case volumeStat = 14
+    case volumeList = 15
+    case metadataPut = 16
+    case read = 20
+    case write = 21
+    case trim = 22
+
+    public var description: String {
+        switch self {
+        case .hello: "HELLO"
+        case .ping: "PING"
+        case .serverStat: "SERVER_STAT"
+        case .volumeCreate: "VOLUME_CREATE"
+        case .volumeOpen: "VOLUME_OPEN"
+        case .volumeClose: "VOLUME_CLOSE"
+        case .volumeDelete: "VOLUME_DELETE"
+        case .volumeStat: "VOLUME_STAT"
+        case .volumeList: "VOLUME_LIST"
+        case .metadataPut: "METADATA_PUT"
+        case .read: "READ"
+        case .write: "WRITE"
+        case .trim: "TRIM"
+        }
+    }
+}
+
+/// Reply status codes (docs/PROTOCOL.md, "Status codes").
+public enum WireStatus: UInt16, Sendable, Error, CustomStringConvertible {
+    case ok = 0
+    case notFound = 1
+    case exists = 2
+    case full = 3
+    case fenced = 4
+    case invalid = 5
+    case conflict = 6
+    case unsupported = 7
+    case unsupportedVersion = 8
+    case internalError = 9
+
+    public var description: String {
+        switch self {
+        case .ok: "OK"
+        case .notFound: "NOT_FOUND"
+        case .exists: "EXISTS"
+        case .full: "FULL"
+        case .fenced: "FENCED"
+        case .invalid: "INVALID"
+        case .conflict: "CONFLICT"
+        case .unsupported: "UNSUPPORTED"
+        case .unsupportedVersion: "UNSUPPORTED_VERSION"
+        case .internalError: "INTERNAL"
+        }
+    }
+}
