@@ -20,6 +20,13 @@
 #   SEED=1               memx-bench --seed
 #   QSD_AIO=threads      qsd file driver aio mode (threads, native, io_uring)
 #   QSD_IOTHREAD=0       1 = run the qsd export in a dedicated iothread
+#   QSD_SOURCE=file      file = a raw file in /dev/shm; nbd = an NBD disk served by
+#                        `nbdkit memory` over loopback TCP (remote RAM from existing tools)
+#   MEMX_SERVERS=0       N > 0 = memx-vhost stores pages on N memx-server processes on loopback
+#                        (each lends MEMX_SERVER_MEMORY) instead of its embedded pool
+#   MEMX_SERVER_MEMORY=2G  memory each memx-server lends
+#   MEMX_CACHE=          memx-vhost --cache SIZE with servers (default: memx-vhost's own)
+#   MEMX_ARGS=           extra memx-vhost flags
 #   ONLY=both            qsd | memx | both (qsd alone is useful before memx-vhost builds)
 #   SKIP_BUILD=0         1 = use the binaries already built
 #   SCRATCH_PATH=.build  SwiftPM scratch path (a private one avoids lock contention)
@@ -36,6 +43,11 @@ QUEUES=${QUEUES:-1}
 SEED=${SEED:-1}
 QSD_AIO=${QSD_AIO:-threads}
 QSD_IOTHREAD=${QSD_IOTHREAD:-0}
+QSD_SOURCE=${QSD_SOURCE:-file}
+MEMX_SERVERS=${MEMX_SERVERS:-0}
+MEMX_SERVER_MEMORY=${MEMX_SERVER_MEMORY:-2G}
+MEMX_CACHE=${MEMX_CACHE:-}
+read -r -a MEMX_EXTRA <<<"${MEMX_ARGS:-}"
 ONLY=${ONLY:-both}
 SKIP_BUILD=${SKIP_BUILD:-0}
 SCRATCH_PATH=${SCRATCH_PATH:-.build}
@@ -69,6 +81,10 @@ if [[ "$SKIP_BUILD" != 1 ]]; then
         note "building memx-vhost (release)…"
         swift build -c release --scratch-path "$SCRATCH_PATH" --product memx-vhost >>"$BUILD_LOG" 2>&1 ||
             die "building memx-vhost failed (is the backend finished?); see $BUILD_LOG. ONLY=qsd benchmarks qsd alone."
+        if ((MEMX_SERVERS > 0)); then
+            swift build -c release --scratch-path "$SCRATCH_PATH" --product memx-server >>"$BUILD_LOG" 2>&1 ||
+                die "building memx-server failed; see $BUILD_LOG"
+        fi
     fi
 fi
 BENCH="$BIN/memx-bench"
@@ -117,15 +133,25 @@ wait_for_socket() { # path pid name log
 
 SIDES=()
 if [[ "$ONLY" != memx ]]; then
-    truncate -s "$SIZE" "$TMP/qsd.img"
     QSD_OBJECTS=()
+    if [[ "$QSD_SOURCE" == nbd ]]; then
+        command -v nbdkit >/dev/null || die "QSD_SOURCE=nbd needs nbdkit (apt-get install nbdkit)"
+        NBD_PORT=$((20000 + RANDOM % 20000))
+        nbdkit --foreground --exit-with-parent -i 127.0.0.1 -p "$NBD_PORT" memory "$SIZE" >"$TMP/nbdkit.log" 2>&1 &
+        PIDS+=($!)
+        for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$NBD_PORT") 2>/dev/null && break; sleep 0.1; done
+        QSD_BLOCKDEV="driver=nbd,node-name=f,server.type=inet,server.host=127.0.0.1,server.port=$NBD_PORT"
+    else
+        truncate -s "$SIZE" "$TMP/qsd.img"
+        QSD_BLOCKDEV="driver=file,node-name=f,filename=$TMP/qsd.img,cache.direct=off,aio=$QSD_AIO"
+    fi
     QSD_EXPORT="type=vhost-user-blk,id=e,node-name=f,addr.type=unix,addr.path=$TMP/qsd.sock,writable=on,num-queues=$QUEUES"
     if [[ "$QSD_IOTHREAD" == 1 ]]; then
         QSD_OBJECTS=(--object "iothread,id=iot0")
         QSD_EXPORT+=",iothread=iot0"
     fi
     qemu-storage-daemon "${QSD_OBJECTS[@]}" \
-        --blockdev "driver=file,node-name=f,filename=$TMP/qsd.img,cache.direct=off,aio=$QSD_AIO" \
+        --blockdev "$QSD_BLOCKDEV" \
         --export "$QSD_EXPORT" >"$TMP/qsd.log" 2>&1 &
     PIDS+=($!)
     wait_for_socket "$TMP/qsd.sock" "${PIDS[-1]}" qemu-storage-daemon "$TMP/qsd.log"
@@ -133,7 +159,21 @@ if [[ "$ONLY" != memx ]]; then
 fi
 if [[ "$ONLY" != qsd ]]; then
     printf '%s\n' /dev/shm/* >"$TMP/shm.before"
-    "$MEMX" --socket "$TMP/memx.sock" --size "$SIZE" --volume "$VOLUME" >"$TMP/memx.log" 2>&1 &
+    MEMX_REMOTE=()
+    for i in $(seq "$MEMX_SERVERS"); do
+        "$BIN/memx-server" --listen 127.0.0.1:0 --memory "$MEMX_SERVER_MEMORY" >"$TMP/server$i.log" 2>&1 &
+        PIDS+=($!)
+        port=""
+        for _ in $(seq 100); do
+            port=$(grep -oE '127\.0\.0\.1:[0-9]+' "$TMP/server$i.log" | head -1 | cut -d: -f2) && [[ -n "$port" ]] && break
+            sleep 0.1
+        done
+        [[ -n "$port" ]] || { cat "$TMP/server$i.log" >&2; die "memx-server $i did not report its port"; }
+        MEMX_REMOTE+=(--server "127.0.0.1:$port")
+    done
+    [[ -n "$MEMX_CACHE" ]] && MEMX_REMOTE+=(--cache "$MEMX_CACHE")
+    "$MEMX" --socket "$TMP/memx.sock" --size "$SIZE" --volume "$VOLUME" "${MEMX_REMOTE[@]}" "${MEMX_EXTRA[@]}" \
+        >"$TMP/memx.log" 2>&1 &
     PIDS+=($!)
     wait_for_socket "$TMP/memx.sock" "${PIDS[-1]}" memx-vhost "$TMP/memx.log"
     SIDES+=(memx)
@@ -197,6 +237,6 @@ TABLE=$(jq -s -r --arg sides "${SIDES[*]}" --arg order "$WORKLOADS" '
 ' "$TMP"/results/*.json)
 
 HEADER="memx-bench, $SECONDS_PER s (+$WARMUP s warm-up) per workload, $ROUNDS round(s), $QUEUES queue(s), disk $SIZE, \
-qsd aio=$QSD_AIO iothread=$QSD_IOTHREAD, $(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%MZ)${EXTRA_ARGS[*]:+, flags: ${EXTRA_ARGS[*]}}"
+qsd $QSD_SOURCE aio=$QSD_AIO iothread=$QSD_IOTHREAD, memx servers=$MEMX_SERVERS cache=${MEMX_CACHE:-default}, $(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%MZ)${EXTRA_ARGS[*]:+, flags: ${EXTRA_ARGS[*]}}"
 printf '%s\n\n%s\n' "$HEADER" "$TABLE"
 if [[ -n "$OUT" ]]; then printf '%s\n\n%s\n' "$HEADER" "$TABLE" >"$OUT"; fi
