@@ -15,6 +15,7 @@ let package = Package(
     products: [
         .executable(name: "memx-vhost", targets: ["memx-vhost"]),
         .executable(name: "memx-bench", targets: ["memx-bench"]),
+        .executable(name: "memx-server", targets: ["memx-server"]),
         .library(name: "LinuxSystem", targets: ["LinuxSystem"]),
         .library(name: "GuestMemory", targets: ["GuestMemory"]),
         .library(name: "Virtio", targets: ["Virtio"]),
@@ -22,6 +23,7 @@ let package = Package(
         .library(name: "RemoteMem", targets: ["RemoteMem"]),
         .library(name: "BlockDevice", targets: ["BlockDevice"]),
         .library(name: "MemxTesting", targets: ["MemxTesting"]),
+        .library(name: "MemoryServer", targets: ["MemoryServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -40,6 +42,18 @@ let package = Package(
         .target(
             name: "BlockDevice",
             dependencies: ["VhostUser", "Virtio", "GuestMemory", "RemoteMem"],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "MemoryServer",
+            dependencies: ["RemoteMem", "LinuxSystem", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "memx-server",
+            dependencies: [
+                "MemoryServer", "RemoteMem", "LinuxSystem",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings),
         .target(
             name: "MemxTesting",
@@ -62,7 +76,8 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "MemxTests",
-            dependencies: ["MemxTesting", "VhostUser", "Virtio", "GuestMemory", "LinuxSystem", "BlockDevice", "RemoteMem"],
+            dependencies: ["MemxTesting", "VhostUser", "Virtio", "GuestMemory", "LinuxSystem", "BlockDevice", "RemoteMem",
+                           "MemoryServer"],
             swiftSettings: swiftSettings),
     ]
 )

@@ -1,3 +1,4 @@
+import CMemxShims
 import Glibc
 
 extension UnixConnection {

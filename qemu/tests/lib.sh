@@ -8,7 +8,11 @@
 #   stop_backend; pass
 #
 # Environment:
-#   MEMX_BACKEND        memx (default) | qsd
+#   MEMX_BACKEND        memx (default: embedded pool) | memx-remote (pages on memx-server
+#                       processes on loopback) | qsd
+#   MEMX_SERVER         memx-server binary (default <repo>/.build/debug/memx-server)
+#   MEMX_SERVERS        memx-server processes for memx-remote (default 2)
+#   MEMX_CACHE          memx-vhost --cache for memx-remote (default 4M: far smaller than the data)
 #   MEMX_VHOST          memx-vhost binary (default <repo>/.build/debug/memx-vhost)
 #   MEMX_DISK_SIZE      disk size (default 256M)
 #   MEMX_EXPECT_SERIAL  serial the guest must see (default: the --serial passed
@@ -30,6 +34,11 @@ REPO_DIR="$(dirname "${QEMU_DIR}")"
 : "${NAME:?driver must set NAME before sourcing lib.sh}"
 BACKEND="${MEMX_BACKEND:-memx}"
 MEMX_VHOST="${MEMX_VHOST:-${REPO_DIR}/.build/debug/memx-vhost}"
+MEMX_SERVER="${MEMX_SERVER:-${REPO_DIR}/.build/debug/memx-server}"
+SERVER_COUNT="${MEMX_SERVERS:-2}"
+CACHE_SIZE="${MEMX_CACHE:-4M}"
+SERVER_PIDS=()
+SERVER_ADDRESSES=()
 DISK_SIZE="${MEMX_DISK_SIZE:-256M}"
 GUEST_TIMEOUT="${MEMX_GUEST_TIMEOUT:-180}"
 
@@ -38,8 +47,8 @@ SERIAL="${SERIAL:0:20}"          # virtio-blk serials are at most 20 bytes
 # shellcheck disable=SC2034  # EXPECT_SERIAL is used by the drivers
 case "${BACKEND}" in
     qsd) EXPECT_SERIAL="${MEMX_EXPECT_SERIAL:-vhost_user_blk}" ;;
-    memx) EXPECT_SERIAL="${MEMX_EXPECT_SERIAL:-${SERIAL}}" ;;
-    *) echo "FAIL ${NAME}: MEMX_BACKEND must be memx or qsd, got '${BACKEND}'"; exit 1 ;;
+    memx | memx-remote) EXPECT_SERIAL="${MEMX_EXPECT_SERIAL:-${SERIAL}}" ;;
+    *) echo "FAIL ${NAME}: MEMX_BACKEND must be memx, memx-remote or qsd, got '${BACKEND}'"; exit 1 ;;
 esac
 
 WORK="$(mktemp -d "/tmp/memx-${NAME}.XXXXXX")"
@@ -94,6 +103,12 @@ _stop_all() {
         wait "${BACKEND_PID}" 2>/dev/null || true
         BACKEND_PID=""
     fi
+    local pid
+    for pid in "${SERVER_PIDS[@]}"; do
+        kill -KILL "${pid}" 2>/dev/null || true
+        wait "${pid}" 2>/dev/null || true
+    done
+    SERVER_PIDS=()
 }
 
 fail() {
@@ -143,11 +158,17 @@ start_backend() {
                 --blockdev "driver=file,node-name=f,filename=${QSD_IMAGE}"
                 --export "type=vhost-user-blk,id=e,node-name=f,addr.type=unix,addr.path=${SOCK},writable=on,num-queues=${queues}")
             ;;
-        memx)
+        memx | memx-remote)
             [[ -x "${MEMX_VHOST}" ]] \
                 || fail "memx-vhost binary not found at ${MEMX_VHOST} (build it, set MEMX_VHOST, or use MEMX_BACKEND=qsd)"
             BACKEND_ARGS=("${MEMX_VHOST}" --socket "${SOCK}" --size "${DISK_SIZE}" --volume "${VOLUME}"
                 --queues "${queues}" --serial "${SERIAL}")
+            if [[ "${BACKEND}" == memx-remote ]]; then
+                (( ${#SERVER_ADDRESSES[@]} > 0 )) || start_servers
+                local address
+                for address in "${SERVER_ADDRESSES[@]}"; do BACKEND_ARGS+=(--server "${address}"); done
+                BACKEND_ARGS+=(--cache "${CACHE_SIZE}")
+            fi
             ;;
     esac
     echo "### $(date +%T) start: ${BACKEND_ARGS[*]}" >> "${BACKEND_LOG}"
@@ -168,6 +189,28 @@ start_backend() {
         sleep 0.1
     done
     fail "backend did not listen on ${SOCK} within 20 s"
+}
+
+# start_servers — start ${SERVER_COUNT} memx-server processes on loopback ports (once; they
+# outlive backend restarts, as memory servers on other hosts would).
+start_servers() {
+    [[ -x "${MEMX_SERVER}" ]] || fail "memx-server binary not found at ${MEMX_SERVER} (build it or set MEMX_SERVER)"
+    local i port log
+    for ((i = 1; i <= SERVER_COUNT; i++)); do
+        log="${WORK}/server${i}.log"
+        "${MEMX_SERVER}" --listen 127.0.0.1:0 --memory 1G </dev/null >"${log}" 2>&1 &
+        SERVER_PIDS+=($!)
+        port=""
+        for ((t = 0; t < 100; t++)); do
+            port="$(grep -aoE '127\.0\.0\.1:[0-9]+' "${log}" | head -1 | cut -d: -f2 || true)"
+            [[ -n "${port}" && "${port}" != 0 ]] && break
+            kill -0 "${SERVER_PIDS[-1]}" 2>/dev/null || fail "memx-server ${i} exited: $(tail -3 "${log}")"
+            sleep 0.1
+        done
+        [[ -n "${port}" && "${port}" != 0 ]] || fail "memx-server ${i} did not report its port"
+        SERVER_ADDRESSES+=("127.0.0.1:${port}")
+    done
+    note "memx-servers listening on ${SERVER_ADDRESSES[*]}"
 }
 
 # kill_backend — SIGKILL the backend (simulated crash); leaves its socket file behind.

@@ -18,6 +18,9 @@ public enum WireLimits {
     public static let inFlightMax = 64
     /// As the embedded pool.
     public static let volumeBytesMax: UInt64 = 64 << 40
+    /// Volumes one server holds, so a `VOLUME_LIST` reply (at most 82 bytes per volume) always
+    /// fits one frame: 4 + 4096 × 82 bytes is about 328 KiB, under `payloadBytesMax`.
+    public static let volumesMax = 4096
     /// "MEMXWIRE", the HELLO magic.
     public static let magic: UInt64 = 0x4552_4957_584D_454D
     /// The protocol version this code speaks.

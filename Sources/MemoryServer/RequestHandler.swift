@@ -1,0 +1,139 @@
+import RemoteMem
+
+/// Maps one decoded request to its reply: the protocol's semantics with no I/O, so tests can
+/// drive it without sockets (style rule 9). The connection reads a frame, calls `handle`, and
+/// sends what comes back.
+///
+/// Two kinds of bad request are told apart (docs/PROTOCOL.md, "Errors"):
+/// - a payload whose structure is wrong (shorter or longer than its fields, a WRITE that is not
+///   exactly `pageCount` pages, a blob over its limit) throws `FrameError`: the peer is broken
+///   and the connection closes;
+/// - a well-formed request with a bad value (a name with bad characters, a size or page range
+///   out of bounds, a count over its limit) is answered `INVALID`, and the connection goes on.
+/// An unknown opcode is answered `UNSUPPORTED`.
+public struct RequestHandler: Sendable {
+    public let store: VolumeStore
+    public let counters: ServerCounters
+    /// This server's identity, sent in every HELLO reply (16 random bytes per process).
+    public let serverID: [UInt8]
+
+    /// Bytes of the server id and of each nonce.
+    public static let identityBytes = 16
+
+    public init(store: VolumeStore, counters: ServerCounters, serverID: [UInt8]) {
+        precondition(serverID.count == Self.identityBytes, "a server id is 16 bytes")
+        self.store = store
+        self.counters = counters
+        self.serverID = serverID
+    }
+
+    /// The reply to `header` with its `payload`. READ pages are written into `pageBuffer`,
+    /// which must hold `WireLimits.pagesPerRequestMax` pages. Throws if the payload is malformed
+    /// (the caller closes the connection and sends nothing).
+    public func handle(_ header: FrameHeader, payload: UnsafeRawBufferPointer,
+                       pageBuffer: UnsafeMutableRawBufferPointer) throws(FrameError) -> Reply {
+        precondition(payload.count == Int(header.length), "payload does not match the header")
+        counters.recordRequest(header.opcodeValue, requestBytes: FrameHeader.sizeBytes + payload.count)
+        let reply = try reply(to: header, payload: payload, pageBuffer: pageBuffer)
+        counters.recordReply(replyBytes: reply.wireBytes)
+        return reply
+    }
+
+    private func reply(to header: FrameHeader, payload: UnsafeRawBufferPointer,
+                       pageBuffer: UnsafeMutableRawBufferPointer) throws(FrameError) -> Reply {
+        guard let opcode = header.opcodeValue else { return .status(.unsupported, to: header) }
+        switch opcode {
+        case .read: return read(header, pageBuffer: pageBuffer)
+        case .write: return try write(header, payload: payload)
+        case .trim: return outcome(header) { () throws(WireStatus) in
+            try store.trim(handle: header.volume, epoch: header.epoch, page: header.page, pageCount: header.pageCount)
+        }
+        case .hello: return try hello(header, payload: Array(payload))
+        case .ping: return .ok(header, bytes: Array(payload))
+        case .serverStat: return serverStat(header)
+        default: return try control(opcode, header, PayloadReader(Array(payload)))
+        }
+    }
+
+    // MARK: - Data
+
+    private func read(_ header: FrameHeader, pageBuffer: UnsafeMutableRawBufferPointer) -> Reply {
+        precondition(pageBuffer.count >= Int(WireLimits.pagesPerRequestMax) * WireLimits.pageSize, "page buffer too small")
+        do {
+            try store.read(handle: header.volume, epoch: header.epoch, page: header.page, pageCount: header.pageCount,
+                           into: pageBuffer)
+        } catch {
+            return .status(error, to: header)
+        }
+        let count = Int(header.pageCount) * WireLimits.pageSize
+        return Reply(header: header.reply(status: .ok, length: count), payload: .pageBuffer(count: count))
+    }
+
+    private func write(_ header: FrameHeader, payload: UnsafeRawBufferPointer) throws(FrameError) -> Reply {
+        let expected = Int(header.pageCount) * WireLimits.pageSize
+        guard payload.count == expected else {
+            throw .malformedPayload("WRITE of \(header.pageCount) pages carries \(payload.count) bytes, not \(expected)")
+        }
+        return outcome(header) { () throws(WireStatus) in
+            try store.write(handle: header.volume, epoch: header.epoch, page: header.page, pageCount: header.pageCount,
+                            from: payload)
+        }
+    }
+
+    // MARK: - Connection and server
+
+    private func hello(_ header: FrameHeader, payload: [UInt8]) throws(FrameError) -> Reply {
+        var reader = PayloadReader(payload)
+        let magic = try reader.u64()
+        let version = try reader.u16()
+        guard magic == WireLimits.magic, version == WireLimits.version else {
+            // Told before the rest is parsed: another version may lay out HELLO differently.
+            var reply = Reply.ok(header, bytes: helloReplyPayload())
+            reply.header.status = WireStatus.unsupportedVersion.rawValue
+            reply.closesConnection = true
+            return reply
+        }
+        _ = try reader.u16()  // flags: none defined in version 1
+        _ = try reader.u32()  // reserved
+        _ = try reader.raw(Self.identityBytes)  // client nonce: for authentication (issue 4)
+        try reader.finish()
+        return .ok(header, bytes: helloReplyPayload())
+    }
+
+    /// magic, version, flags, reserved, server nonce, server id.
+    private func helloReplyPayload() -> [UInt8] {
+        var writer = PayloadWriter()
+        writer.u64(WireLimits.magic)
+        writer.u16(WireLimits.version)
+        writer.u16(0)
+        writer.u32(0)
+        var random = SystemRandomNumberGenerator()
+        writer.raw((0..<Self.identityBytes).map { _ in UInt8.random(in: 0...255, using: &random) })
+        writer.raw(serverID)
+        return writer.bytes
+    }
+
+    private func serverStat(_ header: FrameHeader) -> Reply {
+        var writer = PayloadWriter()
+        writer.u64(UInt64(store.arena.capacityFrames))
+        writer.u64(UInt64(store.arena.usedFrames))
+        writer.u32(UInt32(store.volumeCount))
+        writer.u32(UInt32(clamping: counters.connectionsOpen))
+        writer.u64(counters.requestsServed)
+        writer.u64(counters.bytesReceived)
+        writer.u64(counters.bytesSent)
+        return .ok(header, bytes: writer.bytes)
+    }
+
+    // MARK: - Helpers
+
+    /// The reply for an operation with no reply payload: OK, or the status it threw.
+    func outcome(_ header: FrameHeader, _ body: () throws(WireStatus) -> Void) -> Reply {
+        do {
+            try body()
+            return .status(.ok, to: header)
+        } catch {
+            return .status(error, to: header)
+        }
+    }
+}

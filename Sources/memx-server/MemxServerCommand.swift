@@ -1,0 +1,80 @@
+import ArgumentParser
+import LinuxSystem
+import Logging
+import RemoteMem
+
+/// The `memx-server` command line: parsing and validation only; `Wiring` starts the server.
+struct MemxServerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "memx-server",
+        abstract: "Lend this host's spare memory to MemX backends as 4 KiB pages of named volumes.",
+        discussion: """
+            memx-server listens on a TCP address for memx-vhost backends (and control tools) \
+            speaking the MemX wire protocol (docs/PROTOCOL.md) and stores their volumes' pages \
+            in at most --memory bytes of RAM: reserved at start, committed only as pages are \
+            written, given back to the kernel when pages are trimmed or volumes deleted. A write \
+            that does not fit is refused whole with the status FULL. RAM only: nothing survives \
+            the process; redundancy across servers keeps data safe.
+
+            It runs in the foreground and logs to stderr, starting with the address it listens \
+            on (with --listen HOST:0 the kernel picks the port). SIGTERM or SIGINT stop it \
+            cleanly: every connection is closed and the process exits 0.
+
+            The protocol has no authentication yet: listen only on a trusted network.
+
+            Exit status: 0 after a clean stop, 1 on a runtime error, 2 on bad flags.
+            """)
+
+    @Option(help: ArgumentHelp("TCP address to listen on, HOST:PORT or [V6]:PORT (port 0: any free port).",
+                               valueName: "address"))
+    var listen: String?
+
+    @Option(help: ArgumentHelp("Memory to lend, with optional K/M/G/T suffix (binary units); at least 4 KiB.",
+                               valueName: "size"))
+    var memory: String?
+
+    @Option(help: ArgumentHelp("Serve Prometheus text metrics at http://ADDRESS/metrics.", valueName: "address"))
+    var metricsListen: String?
+
+    @Option(help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error or critical.", valueName: "level"))
+    var logLevel: String = "info"
+
+    /// The validated settings, or a one-line reason.
+    func settings() throws(ValidationError) -> ServerSettings {
+        guard let listenText = listen, !listenText.isEmpty else { throw ValidationError("--listen is required") }
+        guard let address = TCPAddress(parsing: listenText) else {
+            throw ValidationError("--listen '\(listenText)' is not HOST:PORT (examples: 0.0.0.0:7400, [::1]:7400)")
+        }
+        guard let memoryText = memory else { throw ValidationError("--memory is required") }
+        guard let bytes = ByteSize(parsing: memoryText)?.bytes else {
+            throw ValidationError("--memory '\(memoryText)' is not a size (examples: 512M, 64G, 4096)")
+        }
+        let frameBytes = UInt64(WireLimits.pageSize)
+        guard bytes >= frameBytes, bytes / frameBytes <= UInt64(UInt32.max) else {
+            throw ValidationError("--memory must be between 4 KiB and 16 TiB")
+        }
+        var metricsAddress: TCPAddress?
+        if let metricsText = metricsListen {
+            guard let parsed = TCPAddress(parsing: metricsText) else {
+                throw ValidationError("--metrics-listen '\(metricsText)' is not HOST:PORT (example: 127.0.0.1:9400)")
+            }
+            metricsAddress = parsed
+        }
+        guard let level = Logger.Level(rawValue: logLevel.lowercased()) else {
+            throw ValidationError("--log-level '\(logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
+        }
+        return ServerSettings(listen: address, memoryBytes: bytes, metricsListen: metricsAddress, logLevel: level)
+    }
+
+    func run() throws {
+        throw ExitCode(Wiring.run(try settings()))
+    }
+}
+
+/// Validated settings of one memx-server process.
+struct ServerSettings {
+    var listen: TCPAddress
+    var memoryBytes: UInt64
+    var metricsListen: TCPAddress?
+    var logLevel: Logger.Level
+}
