@@ -1,0 +1,185 @@
+import LinuxSystem
+
+/// A volume on a pool of memory servers, opened under a lease: its record exists on every
+/// server, every server holds the same (highest) lease epoch for it, and its group table says
+/// which server holds each 4 MiB page group (MEMX.md §4–§5).
+///
+/// Opening raises the epoch on every server (`VOLUME_OPEN` with a minimum epoch; servers that
+/// answer with a lower epoch are re-opened at the highest one), so a backend that opened the
+/// volume earlier is fenced: its next request fails with `.fenced`. Opening with another size
+/// than the volume has is `.geometryMismatch`, never a resize.
+///
+/// Data (`PageBacking`): a run of pages is cut by group, then into requests of at most
+/// `WireLimits.pagesPerRequestMax` pages, one per server and contiguous run; requests to
+/// different servers are in flight together. A group is placed on first write
+/// (`RemoteVolume+Placement.swift`); reading a never-placed group returns zeros with no round
+/// trip.
+///
+/// The volume owns its connections: `close()` closes them.
+public final class RemoteVolume: PageBacking, @unchecked Sendable {
+    // SAFETY: `table`, `tableServer`, `metadataVersions` and `fencedError` are guarded by
+    // `tableLock`; placement state (`statistics`, `placedSinceStat`) by `placementLock`. The
+    // rest is immutable after `open`.
+
+    public let name: String
+    public let capacityBytes: UInt64
+    public let pageCount: UInt64
+    /// The lease epoch this backend holds on every server.
+    public let epoch: UInt64
+    public let connections: [ServerConnection]
+    /// Each connection's handle for this volume.
+    let handles: [UInt32]
+
+    let tableLock = PosixLock()
+    var table: GroupTable
+    /// Table server index → connection index (nil: a server not in this pool).
+    var tableServer: [Int?]
+    /// The metadata version each server stores.
+    var metadataVersions: [UInt64]
+    /// Set once a server answered FENCED: every later request fails at once.
+    var fencedError: RemoteMemError?
+
+    let placementLock = PosixLock()
+    var statistics: [ServerStatistics?]
+    var statisticsTakenAt = MonotonicInstant(nanoseconds: 0)
+    var placedSinceStat: [Int]
+
+    // MARK: - Create, open, close
+
+    /// Creates the volume on every server of `connections` (a server that already has it is
+    /// fine; its size is checked at open).
+    public static func create(name: String, capacityBytes: UInt64, on connections: [ServerConnection]) throws(RemoteMemError) {
+        try validate(name: name, capacityBytes: capacityBytes, serverCount: connections.count)
+        let payload = ClientMessages.volumeCreate(name: name, sizeBytes: capacityBytes)
+        for connection in connections {
+            let reply = try connection.call(.volumeCreate, payload: payload)
+            guard reply.status == .ok || reply.status == .exists else {
+                throw refusal(reply, connection, "VOLUME_CREATE")
+            }
+        }
+    }
+
+    /// Deletes the volume on every server (freeing its pages); a server without it is fine.
+    public static func delete(name: String, on connections: [ServerConnection]) throws(RemoteMemError) {
+        for connection in connections {
+            let reply = try connection.call(.volumeDelete, payload: ClientMessages.name(name))
+            guard reply.status == .ok || reply.status == .notFound else { throw refusal(reply, connection, "VOLUME_DELETE") }
+        }
+    }
+
+    /// Opens (and, with `create`, first creates) the volume on every server and takes its lease.
+    /// Takes ownership of `connections`.
+    public static func open(name: String, capacityBytes: UInt64, connections: [ServerConnection],
+                            create: Bool = true) throws(RemoteMemError) -> RemoteVolume {
+        try validate(name: name, capacityBytes: capacityBytes, serverCount: connections.count)
+        if create { try Self.create(name: name, capacityBytes: capacityBytes, on: connections) }
+        let opened = try agreeOnEpoch(name: name, connections: connections)
+        for (i, reply) in opened.replies.enumerated() where reply.sizeBytes != capacityBytes {
+            throw .geometryMismatch("""
+                volume '\(name)' on \(connections[i].address) has \(reply.sizeBytes) bytes, not \(capacityBytes): \
+                pass --size \(reply.sizeBytes) or delete the volume
+                """)
+        }
+        let newest = opened.replies.indices.max { opened.replies[$0].metadataVersion < opened.replies[$1].metadataVersion }!
+        let pageCount = capacityBytes / PageStoreLimits.pageSize
+        let groupCount = GroupTable.groupCount(pageCount: pageCount)
+        var table = GroupTable(groupCount: groupCount)
+        if opened.replies[newest].metadataVersion > 0 {
+            table = try GroupTable(decoding: opened.replies[newest].metadata)
+            guard table.groupCount == groupCount, table.groupPages == ClientLimits.groupPages else {
+                throw .corruptMetadata("volume '\(name)': group table has \(table.groupCount) groups of \(table.groupPages) pages")
+            }
+        }
+        let volume = RemoteVolume(name: name, capacityBytes: capacityBytes, epoch: opened.epoch,
+                                  connections: connections, handles: opened.handles, table: table,
+                                  versions: opened.replies.map(\.metadataVersion))
+        volume.catchUpLaggingTables(newestVersion: opened.replies[newest].metadataVersion)
+        return volume
+    }
+
+    private init(name: String, capacityBytes: UInt64, epoch: UInt64, connections: [ServerConnection],
+                 handles: [UInt32], table: GroupTable, versions: [UInt64]) {
+        self.name = name
+        self.capacityBytes = capacityBytes
+        self.pageCount = capacityBytes / PageStoreLimits.pageSize
+        self.epoch = epoch
+        self.connections = connections
+        self.handles = handles
+        self.table = table
+        self.metadataVersions = versions
+        self.tableServer = []
+        self.statistics = Array(repeating: nil, count: connections.count)
+        self.placedSinceStat = Array(repeating: 0, count: connections.count)
+        self.tableServer = mapTableServers(table)
+    }
+
+    /// Releases the lease on every server (`VOLUME_CLOSE`) and closes the connections.
+    /// Errors are ignored: a server that is gone has nothing to release.
+    public func close() {
+        for (i, connection) in connections.enumerated() {
+            _ = try? connection.call(.volumeClose, volume: handles[i], epoch: epoch)
+            connection.close()
+        }
+    }
+
+    /// Each server's capacity and load (`SERVER_STAT`).
+    public func serverStatistics() -> [Result<ServerStatistics, RemoteMemError>] {
+        connections.map { connection in
+            Result { () throws(RemoteMemError) -> ServerStatistics in try Self.serverStatistics(connection) }
+        }
+    }
+
+    /// A snapshot of the group table.
+    public var groupTable: GroupTable { tableLock.withLock { table } }
+
+    /// The pool index (into `connections`) of the server holding `page`, or nil if its group
+    /// was never written.
+    public func server(ofPage page: UInt64) -> Int? {
+        tableLock.withLock { () -> Int? in
+            guard let index = table.primary(of: Int(page / ClientLimits.groupPages)) else { return nil }
+            return tableServer[index]
+        }
+    }
+
+    // MARK: - Helpers
+
+    static func validate(name: String, capacityBytes: UInt64, serverCount: Int) throws(RemoteMemError) {
+        guard WireLimits.isValidName(name) else {
+            throw .invalidArgument("volume name '\(name)' must be 1–64 of [A-Za-z0-9._-], not starting with '.'")
+        }
+        guard (1...ClientLimits.serversMax).contains(serverCount) else {
+            throw .invalidArgument("a pool needs 1 to \(ClientLimits.serversMax) servers, not \(serverCount)")
+        }
+        guard capacityBytes > 0, capacityBytes % PageStoreLimits.pageSize == 0,
+              capacityBytes <= PageStoreLimits.capacityBytesMax
+        else { throw .invalidArgument("volume size \(capacityBytes) must be a positive multiple of 4 KiB up to 64 TiB") }
+        let groups = GroupTable.groupCount(pageCount: capacityBytes / PageStoreLimits.pageSize)
+        guard GroupTable.fits(groupCount: groups) else {
+            throw .invalidArgument("volume size \(capacityBytes): its group table would exceed \(WireLimits.metadataBytesMax) bytes")
+        }
+    }
+
+    static func serverStatistics(_ connection: ServerConnection) throws(RemoteMemError) -> ServerStatistics {
+        let reply = try connection.call(.serverStat)
+        guard reply.status == .ok else { throw refusal(reply, connection, "SERVER_STAT") }
+        do {
+            return try ServerStatistics(reply.payload)
+        } catch {
+            throw .protocolViolation(server: connection.address.description, reason: "SERVER_STAT reply: \(error)")
+        }
+    }
+
+    /// The error for a non-OK control reply.
+    static func refusal(_ reply: ServerReply, _ connection: ServerConnection, _ operation: String) -> RemoteMemError {
+        let server = connection.address.description
+        switch reply.status {
+        case .full: return .full(server: server)
+        case .some(let status): return .refused(server: server, operation: operation, status: status)
+        case nil: return .protocolViolation(server: server, reason: "\(operation) answered with status \(reply.header.status)")
+        }
+    }
+
+    func mapTableServers(_ table: GroupTable) -> [Int?] {
+        table.serverIDs.map { id in connections.firstIndex { $0.serverID == id } }
+    }
+}

@@ -1,0 +1,458 @@
+import Glibc
+import LinuxSystem
+
+/// One TCP connection to a `memx-server` (docs/PROTOCOL.md, "Connection"): HELLO, then
+/// pipelined requests, at most `WireLimits.inFlightMax` outstanding, matched to their replies by
+/// request id in any order.
+///
+/// Threads: callers submit from their own threads (a send mutex keeps frames whole) and block
+/// on their request's condition; one receiver thread per connection reads each reply's header,
+/// finds the request by id and reads a READ reply's pages straight into the destinations the
+/// caller registered (no intermediate copy); one maintenance thread reconnects a broken
+/// connection with exponential backoff (`reconnectBackoffMillisMin` → `…Max`).
+///
+/// Failure: a request with no reply within `requestTimeoutMillis` fails with `.timedOut` and
+/// resets the connection; a connection that breaks fails every outstanding request at once
+/// (`.connectionLost`), and requests submitted while it reconnects fail at once
+/// (`.unreachable`), so a dead server never hangs a caller.
+public final class ServerConnection: @unchecked Sendable {
+    // SAFETY: mutable state (`link`, `state`, `slots`' fields, `freeSlots`, `sequence`,
+    // `backoffMillis`) is guarded by `lock`; the socket is written only under `sendLock` and
+    // read only by the link's receiver thread.
+
+    /// Timeouts of one connection.
+    public struct Options: Sendable {
+        public var requestTimeoutMillis: Int
+        public var connectTimeoutMillis: Int
+
+        public init(requestTimeoutMillis: Int = ClientLimits.requestTimeoutMillisDefault,
+                    connectTimeoutMillis: Int = ClientLimits.connectTimeoutMillisDefault) {
+            self.requestTimeoutMillis = requestTimeoutMillis
+            self.connectTimeoutMillis = connectTimeoutMillis
+        }
+    }
+
+    /// Whether requests can be sent.
+    enum State: Equatable {
+        case ready
+        /// Broken; the maintenance thread is reconnecting. The reason is what callers see.
+        case broken(String)
+        /// The server answered a reconnect with another id: it restarted and lost its pages.
+        case replaced(String)
+        case closed
+    }
+
+    /// One TCP connection generation and its receiver thread.
+    final class Link: @unchecked Sendable {
+        // SAFETY: `connection` is immutable; `broken` and `receiver` are guarded by the
+        // owning ServerConnection's lock.
+        let connection: TCPConnection
+        /// The server's id from this connection's HELLO.
+        let serverID: [UInt8]
+        var generation: UInt64 = 0
+        var broken = false
+        var receiver: OSThread?
+
+        init(_ connection: consuming TCPConnection, serverID: [UInt8]) {
+            self.connection = connection
+            self.serverID = serverID
+        }
+    }
+
+    public let address: TCPAddress
+    public let options: Options
+    /// The server's 16-byte id from HELLO (stable for the server process's life).
+    public let serverID: [UInt8]
+
+    private let lock = PosixLock()
+    private let sendLock = PosixLock()
+    private let windowOpened = PosixCondition()
+    private let maintenanceWake = PosixCondition()
+    private let slots: [RequestSlot]
+    private var freeSlots: [Int]
+    private var link: Link?
+    private var state: State = .ready
+    private var sequence: UInt64 = 1
+    private var generation: UInt64 = 1
+    private var backoffMillis = ClientLimits.reconnectBackoffMillisMin
+    private var maintenance: OSThread?
+
+    /// Connects, says HELLO and starts the receiver and maintenance threads. Throws
+    /// `.unreachable` if the server cannot be reached or does not speak version 1.
+    public init(address: TCPAddress, options: Options = Options()) throws(RemoteMemError) {
+        self.address = address
+        self.options = options
+        let first = try Self.handshake(address, options)
+        first.generation = generation
+        self.serverID = first.serverID
+        slots = (0..<WireLimits.inFlightMax).map { RequestSlot(index: $0) }
+        freeSlots = Array((0..<WireLimits.inFlightMax).reversed())
+        link = first
+        do {
+            try startReceiver(first)
+            maintenance = try OSThread(name: "memx-reconnect") { [self] in maintain() }
+        } catch {
+            first.connection.shutdown()
+            throw .unreachable(server: address.description, reason: "cannot start threads: \(error)")
+        }
+    }
+
+    deinit { close() }
+
+    /// Fails outstanding requests with `.closed`, closes the socket and joins the threads.
+    /// Idempotent.
+    public func close() {
+        lock.lock()
+        if state == .closed {
+            lock.unlock()
+            return
+        }
+        state = .closed
+        if let link { breakLocked(link, error: .closed) }
+        let receiver = link?.receiver
+        link = nil
+        maintenanceWake.broadcast()
+        windowOpened.broadcast()
+        let maintenance = self.maintenance
+        lock.unlock()
+        receiver?.join()
+        maintenance?.join()
+    }
+
+    /// True while the connection is up (not reconnecting, not closed).
+    public var isConnected: Bool { lock.withLock { state == .ready } }
+
+    // MARK: - Requests
+
+    /// Sends a control request and waits for its reply (allocates; not for the data path).
+    public func call(_ opcode: Opcode, volume: UInt32 = 0, epoch: UInt64 = 0,
+                     payload: [UInt8] = []) throws(RemoteMemError) -> ServerReply {
+        let header = FrameHeader(length: UInt32(payload.count), opcode: opcode, requestID: 0, volume: volume, epoch: epoch)
+        let submitted = payload.withUnsafeBytes { bytes in
+            Result { () throws(RemoteMemError) in try submit(header, payload: bytes, sendingPages: nil, receivingPages: nil) }
+        }
+        return try wait(try submitted.get())
+    }
+
+    /// Submits one request without waiting: `header` (its `requestID` and `length` are filled in
+    /// here), then `payload` or the pages of `sendingPages` (one 4 KiB source per page, a WRITE).
+    /// For a READ, `receivingPages` gives one 4 KiB destination per page; they must stay valid
+    /// until `wait` returns. Blocks while the in-flight window is full (up to the request
+    /// timeout). Every ticket returned must be redeemed with `wait`.
+    public func submit(_ header: FrameHeader, payload: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0),
+                       sendingPages: UnsafeBufferPointer<UnsafeMutableRawPointer>?,
+                       receivingPages: UnsafeBufferPointer<UnsafeMutableRawPointer>?) throws(RemoteMemError) -> RequestTicket {
+        precondition((sendingPages?.count ?? 0) <= Int(WireLimits.pagesPerRequestMax))
+        precondition((receivingPages?.count ?? 0) <= Int(WireLimits.pagesPerRequestMax))
+        let opcode = header.opcodeValue ?? .ping
+        let deadline = MonotonicInstant.now.adding(milliseconds: options.requestTimeoutMillis)
+        lock.lock()
+        while state == .ready && freeSlots.isEmpty {
+            if !windowOpened.wait(lock, until: deadline) && freeSlots.isEmpty {
+                lock.unlock()
+                throw .timedOut(server: address.description, operation: "\(opcode) (in-flight window full)",
+                                milliseconds: options.requestTimeoutMillis)
+            }
+        }
+        guard state == .ready, let link else {
+            let error = unavailableErrorLocked()
+            lock.unlock()
+            throw error
+        }
+        let slot = slots[freeSlots.removeLast()]
+        let id = sequence << 8 | UInt64(slot.index)
+        sequence &+= 1
+        slot.begin(id: id, generation: link.generation, opcode: opcode, pageCount: header.pageCount, deadline: deadline)
+        if let receivingPages {
+            slot.receivesPages = true
+            slot.destinations.update(from: receivingPages.baseAddress!, count: receivingPages.count)
+        }
+        lock.unlock()
+
+        var frame = header
+        frame.requestID = id
+        frame.length = UInt32(payload.count + (sendingPages?.count ?? 0) * WireLimits.pageSize)
+        do {
+            try send(frame, payload: payload, pages: sendingPages, on: link)
+        } catch {
+            lock.withLock { breakLocked(link, error: .connectionLost(server: address.description, reason: "send failed: \(error)")) }
+        }
+        return RequestTicket(slot: slot.index, requestID: id)
+    }
+
+    /// Waits for a submitted request's reply (any status) or its failure, and frees its slot.
+    public func wait(_ ticket: RequestTicket) throws(RemoteMemError) -> ServerReply {
+        let slot = slots[ticket.slot]
+        lock.lock()
+        precondition(slot.requestID == ticket.requestID && slot.state != .free, "ticket redeemed twice")
+        while slot.state != .done {
+            if !slot.completion.wait(lock, until: slot.deadline) && slot.state != .done
+                && MonotonicInstant.now >= slot.deadline {
+                // No reply in time: fail this request and reset the connection. A receiver
+                // already copying into our destinations finishes (or fails) promptly once the
+                // socket is shut down; we keep waiting for that before returning.
+                if slot.error == nil {
+                    slot.error = .timedOut(server: address.description, operation: "\(slot.opcode)",
+                                           milliseconds: options.requestTimeoutMillis)
+                }
+                if let link, link.generation == slot.linkGeneration {
+                    breakLocked(link, error: slot.error!)
+                }
+                slot.deadline = MonotonicInstant.now.adding(milliseconds: options.requestTimeoutMillis)
+            }
+        }
+        let result: Result<ServerReply, RemoteMemError>
+        if let error = slot.error {
+            result = .failure(error)
+        } else {
+            result = .success(ServerReply(header: slot.reply!, payload: slot.payload))
+        }
+        slot.state = .free
+        slot.payload = []
+        freeSlots.append(slot.index)
+        windowOpened.signal()
+        lock.unlock()
+        return try result.get()
+    }
+
+    // MARK: - Sending
+
+    private func send(_ header: FrameHeader, payload: UnsafeRawBufferPointer,
+                      pages: UnsafeBufferPointer<UnsafeMutableRawPointer>?, on link: Link) throws(Errno) {
+        try withUnsafeTemporaryAllocation(of: UInt8.self, capacity: FrameHeader.sizeBytes) { (headerBytes) throws(Errno) in
+            let headerBuffer = UnsafeMutableRawBufferPointer(headerBytes)
+            header.encode(into: headerBuffer)
+            let pageCount = pages?.count ?? 0
+            try withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: 2 + pageCount) { (buffers) throws(Errno) in
+                buffers[0] = UnsafeRawBufferPointer(headerBuffer)
+                buffers[1] = payload
+                for i in 0..<pageCount {
+                    // SAFETY: the caller guarantees each page pointer addresses 4 KiB that stay
+                    // valid until `wait` returns.
+                    buffers[2 + i] = UnsafeRawBufferPointer(start: pages![i], count: WireLimits.pageSize)
+                }
+                sendLock.lock()
+                defer { sendLock.unlock() }
+                try link.connection.send(gathering: UnsafeBufferPointer(buffers))
+            }
+        }
+    }
+
+    // MARK: - Receiving
+
+    private func startReceiver(_ link: Link) throws(Errno) {
+        link.receiver = try OSThread(name: "memx-rx-\(address.port)") { [self] in receive(on: link) }
+    }
+
+    /// The receiver thread: reads replies until the link breaks.
+    private func receive(on link: Link) {
+        let server = address.description
+        let pieces = UnsafeMutableBufferPointer<UnsafeMutableRawBufferPointer>.allocate(
+            capacity: Int(WireLimits.pagesPerRequestMax))
+        let headerBytes = UnsafeMutableRawBufferPointer.allocate(byteCount: FrameHeader.sizeBytes, alignment: 8)
+        defer {
+            pieces.deallocate()
+            headerBytes.deallocate()
+        }
+        while true {
+            do {
+                guard try link.connection.receiveOrEOF(into: headerBytes) else {
+                    return fail(link, nil, .connectionLost(server: server, reason: "the server closed the connection"))
+                }
+            } catch {
+                return fail(link, nil, .connectionLost(server: server, reason: "receive failed: \(error)"))
+            }
+            let header = FrameHeader.decode(UnsafeRawBufferPointer(headerBytes))
+            let (slot, pieceCount, violation) = claim(header, link: link, pieces: pieces)
+            if let violation { return fail(link, nil, .protocolViolation(server: server, reason: violation)) }
+            guard let slot else { return }
+            var payload: [UInt8] = []
+            do {
+                if pieceCount > 0 {
+                    try link.connection.receiveExactly(scattering: UnsafeBufferPointer(rebasing: pieces[..<pieceCount]))
+                } else if header.length > 0 {
+                    payload = [UInt8](repeating: 0, count: Int(header.length))
+                    let received = payload.withUnsafeMutableBytes { bytes in
+                        Result { () throws(Errno) in try link.connection.receiveExactly(into: bytes) }
+                    }
+                    try received.get()
+                }
+            } catch {
+                return fail(link, slot, .connectionLost(server: server, reason: "receive failed: \(error)"))
+            }
+            lock.withLock {
+                slot.reply = header
+                slot.payload = payload
+                slot.state = .done
+                slot.completion.signal()
+            }
+        }
+    }
+
+    /// Finds the request a reply answers and marks it `.receiving`. Returns the slot and, for a
+    /// successful READ, the destination pieces (adjacent pages merged); or a protocol violation.
+    private func claim(_ header: FrameHeader, link: Link, pieces: UnsafeMutableBufferPointer<UnsafeMutableRawBufferPointer>)
+        -> (RequestSlot?, Int, String?) {
+        lock.lock()
+        defer { lock.unlock() }
+        if link.broken { return (nil, 0, nil) }
+        let index = Int(header.requestID & 0xFF)
+        guard index < slots.count, slots[index].requestID == header.requestID, slots[index].state == .waiting,
+              slots[index].linkGeneration == link.generation
+        else { return (nil, 0, "reply to unknown request id \(header.requestID)") }
+        let slot = slots[index]
+        guard header.opcode == slot.opcode.rawValue else {
+            return (nil, 0, "reply opcode \(header.opcode) to a \(slot.opcode) request")
+        }
+        guard Int(header.length) <= FrameDecoder.replyLimit(header) else {
+            return (nil, 0, "reply of \(header.length) bytes exceeds the limit")
+        }
+        var count = 0
+        if slot.receivesPages && header.status == WireStatus.ok.rawValue {
+            guard Int(header.length) == Int(slot.pageCount) * WireLimits.pageSize else {
+                return (nil, 0, "READ of \(slot.pageCount) pages answered with \(header.length) bytes")
+            }
+            for i in 0..<Int(slot.pageCount) {
+                let page = slot.destinations[i]
+                if count > 0, pieces[count - 1].baseAddress! + pieces[count - 1].count == page {
+                    // SAFETY: merging two adjacent caller-registered destinations.
+                    pieces[count - 1] = UnsafeMutableRawBufferPointer(start: pieces[count - 1].baseAddress,
+                                                                       count: pieces[count - 1].count + WireLimits.pageSize)
+                } else {
+                    pieces[count] = UnsafeMutableRawBufferPointer(start: page, count: WireLimits.pageSize)
+                    count += 1
+                }
+            }
+        } else if slot.receivesPages && header.length > 0 {
+            return (nil, 0, "READ failed with \(header.length) payload bytes")
+        }
+        slot.state = .receiving
+        return (slot, count, nil)
+    }
+
+    /// Ends the receiver after an error: fails the request it was reading, if any, and breaks
+    /// the link (failing every other outstanding request).
+    private func fail(_ link: Link, _ slot: RequestSlot?, _ error: RemoteMemError) {
+        lock.withLock {
+            slot?.fail(error)
+            breakLocked(link, error: error)
+        }
+    }
+
+    // MARK: - Breaking and reconnecting
+
+    /// Marks `link` broken (once): shuts the socket down, fails every request still waiting on
+    /// it, and hands the connection to the maintenance thread. Requests being received are
+    /// failed by the receiver, which wakes as soon as the socket is shut down.
+    private func breakLocked(_ link: Link, error: RemoteMemError) {
+        guard !link.broken else { return }
+        link.broken = true
+        link.connection.shutdown()
+        for slot in slots where slot.state == .waiting && slot.linkGeneration == link.generation {
+            slot.fail(error)
+        }
+        if state == .ready, self.link === link {
+            state = .broken(error.description)
+            maintenanceWake.signal()
+        }
+        windowOpened.broadcast()
+    }
+
+    private func unavailableErrorLocked() -> RemoteMemError {
+        switch state {
+        case .closed: .closed
+        case .broken(let reason): .unreachable(server: address.description, reason: "\(reason); reconnecting")
+        case .replaced(let reason): .unreachable(server: address.description, reason: reason)
+        case .ready: .unreachable(server: address.description, reason: "not connected")
+        }
+    }
+
+    /// The maintenance thread: reconnects with exponential backoff while the connection is
+    /// broken, until it is closed.
+    private func maintain() {
+        lock.lock()
+        defer { lock.unlock() }
+        while state != .closed {
+            guard case .broken = state else {
+                maintenanceWake.wait(lock)
+                continue
+            }
+            maintenanceWake.wait(lock, until: MonotonicInstant.now.adding(milliseconds: backoffMillis))
+            guard case .broken = state else { continue }
+            let old = link
+            link = nil
+            lock.unlock()
+            old?.receiver?.join()
+            let attempt = Result { () throws(RemoteMemError) in try Self.handshake(address, options) }
+            lock.lock()
+            guard state != .closed else { break }
+            switch attempt {
+            case .success(let fresh):
+                if fresh.serverID != serverID {
+                    fresh.connection.shutdown()
+                    state = .replaced("the server restarted (new server id) and its pages are gone")
+                    continue
+                }
+                generation += 1
+                fresh.generation = generation
+                do {
+                    try startReceiver(fresh)
+                    link = fresh
+                    state = .ready
+                    backoffMillis = ClientLimits.reconnectBackoffMillisMin
+                    windowOpened.broadcast()
+                } catch {
+                    fresh.connection.shutdown()
+                }
+            case .failure(let error):
+                state = .broken(error.description)
+                backoffMillis = min(backoffMillis * 2, ClientLimits.reconnectBackoffMillisMax)
+            }
+        }
+    }
+
+    /// Connects to `address` and exchanges HELLO; returns the new link (generation unset).
+    static func handshake(_ address: TCPAddress, _ options: Options) throws(RemoteMemError) -> Link {
+        let server = address.description
+        do {
+            let connection = try TCPConnection(connectingTo: address, timeoutMillis: Int32(options.connectTimeoutMillis))
+            try connection.setTimeouts(receiveMillis: options.connectTimeoutMillis, sendMillis: options.connectTimeoutMillis)
+            var nonce = [UInt8](repeating: 0, count: ClientMessages.nonceBytes)
+            var generator = SystemRandomNumberGenerator()
+            for i in nonce.indices { nonce[i] = UInt8.random(in: 0...255, using: &generator) }
+            let payload = ClientMessages.hello(nonce: nonce)
+            let request = FrameHeader(length: UInt32(payload.count), opcode: .hello, requestID: 0)
+            try request.bytes.withUnsafeBytes { head in
+                try payload.withUnsafeBytes { body in try connection.send(head, body) }
+            }
+            var headerBytes = [UInt8](repeating: 0, count: FrameHeader.sizeBytes)
+            try headerBytes.withUnsafeMutableBytes { bytes in try connection.receiveExactly(into: bytes) }
+            let reply = headerBytes.withUnsafeBytes { FrameHeader.decode($0) }
+            guard reply.opcode == Opcode.hello.rawValue, Int(reply.length) <= WireLimits.smallPayloadBytesMax else {
+                throw RemoteMemError.protocolViolation(server: server, reason: "bad HELLO reply header")
+            }
+            guard reply.status == WireStatus.ok.rawValue else {
+                throw RemoteMemError.unreachable(server: server,
+                                                 reason: "HELLO refused: \(reply.statusValue?.description ?? "status \(reply.status)")")
+            }
+            var body = [UInt8](repeating: 0, count: Int(reply.length))
+            try body.withUnsafeMutableBytes { bytes in try connection.receiveExactly(into: bytes) }
+            let hello = try ClientMessages.HelloReply(body)
+            guard hello.version == WireLimits.version else {
+                throw RemoteMemError.unreachable(server: server, reason: "server speaks protocol version \(hello.version)")
+            }
+            // Replies may legitimately take long (the receiver waits indefinitely; callers time
+            // out per request); a stuck send fails after the request timeout.
+            try connection.setTimeouts(receiveMillis: 0, sendMillis: options.requestTimeoutMillis)
+            return Link(connection, serverID: hello.serverID)
+        } catch let error as RemoteMemError {
+            throw error
+        } catch let error as Errno {
+            throw .unreachable(server: server, reason: "\(error) (errno \(error.rawValue))")
+        } catch let error as FrameError {
+            throw .protocolViolation(server: server, reason: "HELLO reply: \(error)")
+        } catch {
+            throw .unreachable(server: server, reason: "\(error)")
+        }
+    }
+}

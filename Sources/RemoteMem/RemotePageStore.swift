@@ -1,0 +1,121 @@
+import LinuxSystem
+
+/// A volume whose pages live on memory servers, behind a page cache: the `PageStore` of
+/// `memx-vhost --server …` (MEMX.md §3–§5).
+///
+/// Reads copy cache hits and fetch misses from each server in one round trip per server; writes
+/// land in the cache and are written back in the background (or, with `writeThrough`, before
+/// they complete); FLUSH waits until every earlier write is acknowledged by the servers;
+/// DISCARD drops cached pages and trims the servers. Sub-page writes read-modify-write.
+///
+/// Errors reach the block device as `PageStoreError` (`.full`, `.busy` when fenced, `.io`
+/// otherwise); `lastError` keeps the detailed `RemoteMemError` for the operator's log.
+/// Concurrent calls from several queue threads are safe (see `PageCache`).
+public final class RemotePageStore: PageStore, @unchecked Sendable {
+    // SAFETY: `lastErrorStorage` is guarded by `errorLock`; everything else is immutable or
+    // thread-safe by itself (`PageCache`, `RemoteVolume`).
+
+    /// How a store is set up.
+    public struct Options: Sendable {
+        public var cacheBytes: UInt64
+        public var writeThrough: Bool
+        public var connection: ServerConnection.Options
+        public var flushIntervalMillis: Int
+
+        public init(cacheBytes: UInt64 = 64 << 20, writeThrough: Bool = false,
+                    connection: ServerConnection.Options = ServerConnection.Options(),
+                    flushIntervalMillis: Int = PageCacheLimits.flushIntervalMillisDefault) {
+            self.cacheBytes = cacheBytes
+            self.writeThrough = writeThrough
+            self.connection = connection
+            self.flushIntervalMillis = flushIntervalMillis
+        }
+    }
+
+    public let volume: RemoteVolume
+    public let cache: PageCache
+    private let errorLock = PosixLock()
+    private var lastErrorStorage: RemoteMemError?
+    private var closed = false
+
+    /// Connects to every server, opens (creating if needed) `volume` with `capacityBytes`, takes
+    /// its lease, and allocates the cache.
+    public init(servers: [TCPAddress], volume name: String, capacityBytes: UInt64,
+                options: Options = Options()) throws(RemoteMemError) {
+        guard !servers.isEmpty else { throw .invalidArgument("no memory servers given") }
+        guard Set(servers).count == servers.count else { throw .invalidArgument("a memory server is listed twice") }
+        var connections: [ServerConnection] = []
+        do {
+            for address in servers { connections.append(try ServerConnection(address: address, options: options.connection)) }
+            volume = try RemoteVolume.open(name: name, capacityBytes: capacityBytes, connections: connections)
+        } catch {
+            for connection in connections { connection.close() }
+            throw error
+        }
+        do {
+            cache = try PageCache(backing: volume,
+                                  options: PageCache.Options(capacityBytes: options.cacheBytes, writeThrough: options.writeThrough,
+                                                             flushIntervalMillis: options.flushIntervalMillis))
+        } catch {
+            volume.close()
+            throw error
+        }
+    }
+
+    deinit { close() }
+
+    /// Writes every dirty page back, releases the lease and closes the connections. Returns the
+    /// write-back error, if any (the lease is released either way). Idempotent.
+    @discardableResult
+    public func close() -> RemoteMemError? {
+        let first = errorLock.withLock { () -> Bool in
+            defer { closed = true }
+            return !closed
+        }
+        guard first else { return nil }
+        var failure: RemoteMemError?
+        do { try cache.flush() } catch { failure = error }
+        cache.stop()
+        volume.close()
+        return failure
+    }
+
+    /// The most recent failure, in full (the block device only sees `PageStoreError`).
+    public var lastError: RemoteMemError? { errorLock.withLock { lastErrorStorage } }
+
+    public var capacityBytes: UInt64 { volume.capacityBytes }
+
+    public func read(at offset: UInt64, into destination: UnsafeMutableRawBufferPointer) throws(PageStoreError) {
+        try check(offset, UInt64(destination.count))
+        do { try cache.read(at: offset, into: destination) } catch { throw failed(error) }
+    }
+
+    public func write(at offset: UInt64, from source: UnsafeRawBufferPointer) throws(PageStoreError) {
+        try check(offset, UInt64(source.count))
+        do { try cache.write(at: offset, from: source) } catch { throw failed(error) }
+    }
+
+    public func discard(at offset: UInt64, length: UInt64) throws(PageStoreError) {
+        try check(offset, length)
+        do { try cache.discard(at: offset, length: length) } catch { throw failed(error) }
+    }
+
+    public func flush() throws(PageStoreError) {
+        do { try cache.flush() } catch { throw failed(error) }
+    }
+
+    /// Cache bytes in use (the pages on the servers are reported by `volume.serverStatistics()`).
+    public var residentBytes: UInt64 { cache.residentBytes }
+
+    @inline(__always)
+    private func check(_ offset: UInt64, _ length: UInt64) throws(PageStoreError) {
+        guard offset <= capacityBytes, length <= capacityBytes - offset else {
+            throw .outOfRange(offset: offset, length: length)
+        }
+    }
+
+    private func failed(_ error: RemoteMemError) -> PageStoreError {
+        errorLock.withLock { lastErrorStorage = error }
+        return error.pageStoreError
+    }
+}
