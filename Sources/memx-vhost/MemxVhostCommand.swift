@@ -1,5 +1,6 @@
 import ArgumentParser
 import BlockDevice
+import LinuxSystem
 import Logging
 import RemoteMem
 
@@ -10,10 +11,12 @@ struct MemxVhostCommand: ParsableCommand {
         abstract: "Serve a MemX memory-backed disk to QEMU as a vhost-user-blk device.",
         discussion: """
             memx-vhost listens on a unix socket for one QEMU (vhost-user-blk-pci) at a time and \
-            serves the disk's blocks from memory. With no memory servers it uses the embedded \
-            pool: a sparse file in shared memory (/dev/shm/memx-VOLUME.pool) that outlives this \
-            process, so a restarted memx-vhost serves the same disk. Unwritten blocks cost no \
-            memory; DISCARD and WRITE_ZEROES give memory back.
+            serves the disk's blocks from memory. With --server it keeps the volume's pages on \
+            memx-server processes (other hosts' RAM) behind a local page cache; the volume is \
+            created on first use and found again by name. With no memory servers it uses the \
+            embedded pool: a sparse file in shared memory (/dev/shm/memx-VOLUME.pool) that \
+            outlives this process, so a restarted memx-vhost serves the same disk. Unwritten \
+            blocks cost no memory; DISCARD and WRITE_ZEROES give memory back.
 
             It runs in the foreground and logs to stderr. SIGTERM or SIGINT stop it cleanly: \
             in-flight requests complete and the socket file is removed. When QEMU disconnects \
@@ -43,6 +46,22 @@ struct MemxVhostCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Queues offered to QEMU (GET_QUEUE_NUM); the guest uses up to one per vCPU.",
                                valueName: "n"))
     var queues: Int = 16
+
+    @Option(name: .customLong("server"),
+            help: ArgumentHelp("""
+                A memory server HOST:PORT (or [IPv6]:PORT) holding the volume's pages; repeat for a \
+                pool. None: the embedded shared-memory pool.
+                """, valueName: "host:port"))
+    var servers: [String] = []
+
+    @Option(help: ArgumentHelp("Page cache size with memory servers (K/M/G/T), at least 1M.", valueName: "size"))
+    var cache: String?
+
+    @Flag(help: """
+        With memory servers: complete a write only once the servers acknowledged it. Default: \
+        write-back (the disk has a volatile write cache; FLUSH waits for the servers).
+        """)
+    var writeThrough = false
 
     @Flag(help: "Offer a read-only disk (VIRTIO_BLK_F_RO); writes fail with an I/O error.")
     var readOnly = false
@@ -84,8 +103,27 @@ struct MemxVhostCommand: ParsableCommand {
         let device = BlockDeviceConfiguration(capacityBytes: bytes, queueCount: queues, readOnly: readOnly,
                                               serial: serial ?? String(volumeName.prefix(BlockDeviceConfiguration.serialBytesMax)))
         guard (0...1000).contains(pollUs) else { throw ValidationError("--poll-us must be between 0 and 1000") }
+        var addresses: [TCPAddress] = []
+        for text in servers {
+            guard let address = TCPAddress(parsing: text) else {
+                throw ValidationError("--server '\(text)' is not HOST:PORT (an IP address and a port)")
+            }
+            guard !addresses.contains(address) else { throw ValidationError("--server \(text) is given twice") }
+            addresses.append(address)
+        }
+        if addresses.isEmpty && (cache != nil || writeThrough) {
+            throw ValidationError("--cache and --write-through need at least one --server")
+        }
+        var cacheBytes: UInt64 = RemotePageStore.Options().cacheBytes
+        if let cache {
+            guard let bytes = ByteSize(parsing: cache)?.bytes, bytes >= PageCacheLimits.capacityBytesMin else {
+                throw ValidationError("--cache '\(cache)' is not a size of at least 1M")
+            }
+            cacheBytes = bytes
+        }
         if let why = device.validationError() { throw ValidationError("--\(Self.flag(for: why)) \(why)") }
         return Settings(socketPath: socket, volume: volumeName, poolDirectory: poolDirectory, device: device,
+                        servers: addresses, cacheBytes: cacheBytes, writeThrough: writeThrough,
                         pollMicroseconds: pollUs, logLevel: level)
     }
 
@@ -114,6 +152,10 @@ struct Settings {
     var volume: String
     var poolDirectory: String
     var device: BlockDeviceConfiguration
+    /// Memory servers; empty = the embedded pool.
+    var servers: [TCPAddress]
+    var cacheBytes: UInt64
+    var writeThrough: Bool
     var pollMicroseconds: Int
     var logLevel: Logger.Level
 

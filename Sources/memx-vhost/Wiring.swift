@@ -25,13 +25,33 @@ enum Wiring {
             logger.critical("cannot set up signal handling: \(error)")
             return 1
         }
-        let store: SharedMemoryPageStore
-        do {
-            store = try SharedMemoryPageStore(directory: settings.poolDirectory, volume: settings.volume,
-                                              capacityBytes: settings.device.capacityBytes)
-        } catch {
-            logger.critical("cannot open the embedded pool: \(error)")
-            return 1
+        let store: any PageStore
+        let storeDescription: String
+        if settings.servers.isEmpty {
+            do {
+                let pool = try SharedMemoryPageStore(directory: settings.poolDirectory, volume: settings.volume,
+                                                     capacityBytes: settings.device.capacityBytes)
+                store = pool
+                storeDescription = "embedded pool \(pool.path), \(ByteSize.describe(pool.residentBytes)) resident"
+            } catch {
+                logger.critical("cannot open the embedded pool: \(error)")
+                return 1
+            }
+        } else {
+            do {
+                let remote = try RemotePageStore(
+                    servers: settings.servers, volume: settings.volume, capacityBytes: settings.device.capacityBytes,
+                    options: .init(cacheBytes: settings.cacheBytes, writeThrough: settings.writeThrough))
+                store = remote
+                storeDescription = """
+                    \(settings.servers.count) memory server(s) \(settings.servers.map(\.description).joined(separator: " ")), \
+                    lease epoch \(remote.volume.epoch), \(ByteSize.describe(settings.cacheBytes)) cache, \
+                    \(settings.writeThrough ? "write-through" : "write-back")
+                    """
+            } catch {
+                logger.critical("cannot open volume '\(settings.volume)' on the memory servers: \(error)")
+                return 1
+            }
         }
         let device = MemxBlockDevice(configuration: settings.device, store: store)
         let server: VhostUserServer
@@ -44,10 +64,13 @@ enum Wiring {
         }
         logger.info("""
             serving \(ByteSize.describe(settings.device.capacityBytes)) disk on \(settings.socketPath) \
-            (embedded pool \(store.path), \(ByteSize.describe(store.residentBytes)) resident, \
-            \(settings.device.queueCount) queues\(settings.device.readOnly ? ", read-only" : ""))
+            (\(storeDescription), \(settings.device.queueCount) queues\(settings.device.readOnly ? ", read-only" : ""))
             """)
         let signal = server.run(until: signals)
+        if let remote = store as? RemotePageStore, let error = remote.close() {
+            logger.error("stopping on signal \(signal): the final write-back failed: \(error)")
+            return 1
+        }
         logger.info("stopping on signal \(signal); socket removed")
         return 0
     }

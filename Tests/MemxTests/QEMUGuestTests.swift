@@ -13,11 +13,11 @@ struct QEMUGuestTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
 
-    func runScenario(_ script: String, timeoutSeconds: Double = 360) throws {
+    func runScenario(_ script: String, backend: String = "memx", timeoutSeconds: Double = 360) throws {
         let path = Self.root.appendingPathComponent("qemu/tests/\(script)").path
-        let (status, output) = try runCommand(
-            "/bin/bash", [path], environment: ["MEMX_BACKEND": "memx", "MEMX_VHOST": try BackendProcess.binaryPath()],
-            timeoutSeconds: timeoutSeconds)
+        var environment = ["MEMX_BACKEND": backend, "MEMX_VHOST": try BackendProcess.binaryPath()]
+        if backend == "memx-remote" { environment["MEMX_SERVER"] = try ServerProcess.binaryPath() }
+        let (status, output) = try runCommand("/bin/bash", [path], environment: environment, timeoutSeconds: timeoutSeconds)
         let lastLine = output.split(separator: "\n").last.map(String.init) ?? ""
         #expect(status == 0 && lastLine.hasPrefix("PASS"), "\(script) failed (status \(status)):\n\(output.suffix(4000))")
     }
@@ -30,6 +30,12 @@ struct QEMUGuestTests {
 
     @Test("memx-vhost killed -9 twice during guest I/O: QEMU reconnects, no I/O error, all records verify")
     func reconnect() throws { try runScenario("guest-reconnect.sh") }
+
+    @Test("on 2 memory servers with a 4 MiB cache: random data and ext4 verify through the servers")
+    func remoteIntegrity() throws { try runScenario("guest-integrity.sh", backend: "memx-remote") }
+
+    @Test("on 2 memory servers: memx-vhost killed -9 and restarted with an empty cache; every flushed record reads back")
+    func remoteReconnect() throws { try runScenario("guest-reconnect.sh", backend: "memx-remote") }
 }
 
 /// The libvirt example users copy: valid against libvirt's schema, and carrying what a MemX

@@ -1,0 +1,96 @@
+import Foundation
+import LinuxSystem
+import MemxTesting
+import Testing
+import VhostUser
+import Virtio
+
+/// memx-vhost on real memx-server processes, driven over its socket by the Swift frontend:
+/// the whole data path of issue 3 (vhost-user → block device → page cache → TCP → servers).
+@Suite("memx-vhost on memory servers")
+struct RemoteBackendTests {
+    /// `count` memx-server processes lending `memory` each, in `directory`.
+    static func servers(_ count: Int, memory: String, directory: String) throws -> [ServerProcess] {
+        try (0..<count).map { i in try ServerProcess(arguments: ["--memory", memory], logPath: "\(directory)/server\(i).log") }
+    }
+
+    static func arguments(_ servers: [ServerProcess], cache: String = "1M") -> [String] {
+        servers.flatMap { ["--server", "127.0.0.1:\($0.port)"] } + ["--cache", cache]
+    }
+
+    @Test("3 servers, a 1 MiB cache, 12 MiB of data: every page goes through the servers and verifies; a restart finds it")
+    func dataThroughServers() throws {
+        let directory = try BackendProcess.temporaryDirectory("remote-data")
+        let servers = try Self.servers(3, memory: "64M", directory: directory)
+        let backend = try Backend("remote-data", size: "64M", extra: Self.arguments(servers))
+        let client = try backend.connect()
+        var options = BlockQueueOptions()
+        options.descriptorLayout = .indirect
+        options.dataBytesPerSlot = 128 << 10
+        options.slotCount = 32
+        var queue = try client.start(queues: 1, queueSize: 128, queueOptions: options)[0]
+        let chunk = 128 << 10
+        for i in 0..<96 {  // 12 MiB, 12× the cache
+            #expect(try queue.write(sector: UInt64(i * chunk / 512), data: pattern(i, chunk)).isOK)
+        }
+        #expect(try queue.perform(.flush).isOK)
+        for i in stride(from: 0, to: 96, by: 5) {
+            #expect(try queue.read(sector: UInt64(i * chunk / 512), byteCount: chunk).1 == pattern(i, chunk))
+        }
+        _ = try client.stop()
+        #expect(try backend.process!.stop() == 0)
+        // A new memx-vhost process with an empty cache reads everything back from the servers.
+        try backend.start(extra: Self.arguments(servers))
+        let second = try backend.connect()
+        queue = try second.start(queues: 1, queueSize: 128, queueOptions: options)[0]
+        for i in stride(from: 1, to: 96, by: 7) {
+            #expect(try queue.read(sector: UInt64(i * chunk / 512), byteCount: chunk).1 == pattern(i, chunk))
+        }
+        for server in servers { _ = try server.stop() }
+    }
+
+    @Test("a full pool: written through, the writes past its capacity fail with IOERR; earlier data stays readable")
+    func fullPool() throws {
+        let directory = try BackendProcess.temporaryDirectory("remote-full")
+        let servers = try Self.servers(1, memory: "1M", directory: directory)
+        let backend = try Backend("remote-full", size: "16M", extra: Self.arguments(servers) + ["--write-through"])
+        let client = try backend.connect()
+        var options = BlockQueueOptions()
+        options.dataBytesPerSlot = 64 << 10
+        let queue = try client.start(queues: 1, queueSize: 128, queueOptions: options)[0]
+        var statuses: [UInt8] = []
+        for i in 0..<24 {  // 1.5 MiB into a 1 MiB server, written through
+            statuses.append(try queue.write(sector: UInt64(i * 128), data: pattern(i, 64 << 10)).statusByte)
+        }
+        #expect(statuses.prefix(16).allSatisfy { $0 == 0 }, "\(statuses)")
+        #expect(statuses.suffix(8).allSatisfy { $0 == 1 }, "\(statuses)")
+        #expect(try queue.read(sector: 0, byteCount: 64 << 10).1 == pattern(0, 64 << 10))
+        for server in servers { _ = try server.stop() }
+    }
+
+    @Test("a server that dies: requests for its pages fail with IOERR within seconds, others still work")
+    func deadServer() throws {
+        let directory = try BackendProcess.temporaryDirectory("remote-dead")
+        let servers = try Self.servers(2, memory: "64M", directory: directory)
+        let backend = try Backend("remote-dead", size: "64M", extra: Self.arguments(servers) + ["--write-through"])
+        let client = try backend.connect()
+        var options = BlockQueueOptions()
+        options.dataBytesPerSlot = 4096
+        let queue = try client.start(queues: 1, queueSize: 128, queueOptions: options)[0]
+        // One page in each of 16 groups of 4 MiB: both servers hold some.
+        for group in 0..<16 {
+            #expect(try queue.write(sector: UInt64(group) * 8192, data: pattern(group, 4096)).isOK)
+        }
+        _ = try servers[1].stop(signal: SIGKILL)
+        var failed = 0, ok = 0
+        let start = Date()
+        for group in 0..<16 {
+            let (completion, data) = try queue.read(sector: UInt64(group) * 8192 + 8, byteCount: 4096, timeout: .seconds(10))
+            if completion.isOK { ok += 1; _ = data } else { #expect(completion.statusByte == 1); failed += 1 }
+        }
+        #expect(failed > 0 && ok > 0, "ok \(ok), failed \(failed)")
+        #expect(Date().timeIntervalSince(start) < 30)
+        #expect(backend.process!.process.isRunning)
+        _ = try servers[0].stop()
+    }
+}
