@@ -16,6 +16,7 @@ let package = Package(
         .executable(name: "memx-vhost", targets: ["memx-vhost"]),
         .executable(name: "memx-bench", targets: ["memx-bench"]),
         .executable(name: "memx-server", targets: ["memx-server"]),
+        .executable(name: "memxctl", targets: ["memxctl"]),
         .library(name: "LinuxSystem", targets: ["LinuxSystem"]),
         .library(name: "GuestMemory", targets: ["GuestMemory"]),
         .library(name: "Virtio", targets: ["Virtio"]),
@@ -53,6 +54,13 @@ let package = Package(
                 "MemoryServer", "RemoteMem", "LinuxSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "memxctl",
+            dependencies: [
+                "RemoteMem", "LinuxSystem",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),
         .target(

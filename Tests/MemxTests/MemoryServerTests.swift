@@ -8,22 +8,18 @@ import RemoteMem
 import Synchronization
 import Testing
 
-/// A blocking test client of the MemX wire protocol: raw frames over one TCP connection, so
-/// tests can send anything (pipelined, malformed, unknown) and read replies themselves.
+/// A blocking test client of the MemX wire protocol over one TCP connection: `ControlClient`'s
+/// raw frames (so tests can send anything: pipelined, malformed, unknown) with the requests the
+/// tests need, answering with the server's status rather than throwing it.
 final class WireClient: @unchecked Sendable {
-    // SAFETY (@unchecked Sendable): in pipelined tests one thread only sends and one only
-    // receives; the socket is safe for that. `nextID` is touched by the sending thread only.
-    let connection: TCPConnection
-    private var nextID: UInt64 = 1
+    // SAFETY (@unchecked Sendable): in pipelined tests one thread only sends (and makes ids)
+    // and one only receives, which `ControlClient` allows.
+    let control: ControlClient
 
     /// Connects to 127.0.0.1:`port` and, unless `hello` is false, does the HELLO handshake.
     init(port: UInt16, hello: Bool = true) throws {
-        connection = try TCPConnection(connectingTo: TCPAddress(host: "127.0.0.1", port: port))
-        try connection.setTimeouts(receiveMillis: 10_000, sendMillis: 10_000)
-        if hello {
-            let (reply, payload) = try call(.hello, payload: Self.helloPayload())
-            guard reply.statusValue == .ok, payload.count == 48 else { throw BackendProcessError("HELLO failed: \(reply)") }
-        }
+        control = try ControlClient(connectingTo: TCPAddress(host: "127.0.0.1", port: port), timeoutMillis: 10_000,
+                                    handshake: hello)
     }
 
     static func helloPayload(magic: UInt64 = WireLimits.magic, version: UInt16 = WireLimits.version) -> [UInt8] {
@@ -36,48 +32,28 @@ final class WireClient: @unchecked Sendable {
         return writer.bytes
     }
 
-    func makeID() -> UInt64 {
-        defer { nextID += 1 }
-        return nextID
-    }
+    func makeID() -> UInt64 { control.makeRequestID() }
 
     /// Sends one frame as given (length is set from the payload unless `length` says otherwise).
     func send(_ header: FrameHeader, payload: [UInt8] = [], length: UInt32? = nil) throws {
         var header = header
         header.length = length ?? UInt32(payload.count)
-        let bytes = header.bytes + payload
-        try bytes.withUnsafeBytes { raw in try connection.send(raw) }
+        try control.send(header, payload: payload)
     }
 
     /// Reads one reply frame.
-    func receive() throws -> (header: FrameHeader, payload: [UInt8]) {
-        var head = [UInt8](repeating: 0, count: FrameHeader.sizeBytes)
-        try head.withUnsafeMutableBytes { raw in try connection.receiveExactly(into: raw) }
-        let header = head.withUnsafeBytes { FrameHeader.decode($0) }
-        guard Int(header.length) <= FrameDecoder.replyLimit(header) else { throw BackendProcessError("reply too long") }
-        var payload = [UInt8](repeating: 0, count: Int(header.length))
-        if !payload.isEmpty {
-            try payload.withUnsafeMutableBytes { raw in try connection.receiveExactly(into: raw) }
-        }
-        return (header, payload)
-    }
+    func receive() throws -> (header: FrameHeader, payload: [UInt8]) { try control.receive() }
 
     /// One request, one reply (checked to carry the request's id and opcode).
     @discardableResult
     func call(_ opcode: Opcode, volume: UInt32 = 0, epoch: UInt64 = 0, page: UInt64 = 0, pageCount: UInt32 = 0,
               payload: [UInt8] = []) throws -> (header: FrameHeader, payload: [UInt8]) {
-        let id = makeID()
-        try send(FrameHeader(opcode: opcode, requestID: id, volume: volume, pageCount: pageCount, epoch: epoch, page: page),
-                 payload: payload)
-        let reply = try receive()
-        guard reply.header.requestID == id, reply.header.opcode == opcode.rawValue else {
-            throw BackendProcessError("reply \(reply.header) does not answer request \(id) (\(opcode))")
-        }
-        return reply
+        try control.call(opcode, volume: volume, epoch: epoch, page: page, pageCount: pageCount, payload: payload)
     }
 
     // MARK: - Operations
 
+    /// VOLUME_CREATE sent as is (no client-side checks: tests send bad names and sizes).
     func create(_ name: String, sizeBytes: UInt64) throws -> WireStatus? {
         var writer = PayloadWriter()
         writer.u64(sizeBytes)
@@ -116,30 +92,29 @@ final class WireClient: @unchecked Sendable {
 
     /// SERVER_STAT's fields.
     func serverStat() throws -> (capacityFrames: UInt64, usedFrames: UInt64, volumes: UInt32, connections: UInt32, requests: UInt64) {
-        var reader = PayloadReader(try call(.serverStat).payload)
-        let result = (try reader.u64(), try reader.u64(), try reader.u32(), try reader.u32(), try reader.u64())
-        _ = try reader.u64()
-        _ = try reader.u64()
-        try reader.finish()
-        return result
+        let stat = try control.serverStat()
+        return (stat.capacityFrames, stat.usedFrames, stat.volumeCount, stat.connectionCount, stat.requestsServed)
     }
 
-    /// VOLUME_STAT's fields.
+    /// VOLUME_STAT's fields, or the status and zeros if the server refused.
     func stat(_ name: String) throws -> (status: WireStatus?, sizeBytes: UInt64, storedPages: UInt64, epoch: UInt64, metadataVersion: UInt64) {
-        let reply = try named(.volumeStat, name)
-        guard reply.header.statusValue == .ok else { return (reply.header.statusValue, 0, 0, 0, 0) }
-        var reader = PayloadReader(reply.payload)
-        return (.ok, try reader.u64(), try reader.u64(), try reader.u64(), try reader.u64())
+        do throws(ControlError) {
+            let stat = try control.volumeStat(name)
+            return (.ok, stat.sizeBytes, stat.storedPages, stat.epoch, stat.metadataVersion)
+        } catch let error where error.status != nil {
+            return (error.status, 0, 0, 0, 0)
+        }
     }
 
     /// True once the server has closed this connection (EOF or reset on the next read).
     func isClosedByServer() -> Bool {
-        var byte = [UInt8](repeating: 0, count: 1)
-        do {
-            try byte.withUnsafeMutableBytes { raw in try connection.receiveExactly(into: raw) }
+        do throws(ControlError) {
+            _ = try control.receive()
             return false
+        } catch .connectionLost {
+            return true
         } catch {
-            return (error as? Errno) != .wouldBlock
+            return false
         }
     }
 }

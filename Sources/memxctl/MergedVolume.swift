@@ -1,0 +1,44 @@
+import LinuxSystem
+import RemoteMem
+
+/// One volume as the pool stores it: what each server holding it reports, merged by name.
+struct MergedVolume {
+    let name: String
+    /// The servers holding the volume, in --server order.
+    private(set) var servers: [TCPAddress] = []
+    /// The size every server agrees on, or the largest if they disagree (`sizeConsistent`).
+    private(set) var sizeBytes: UInt64 = 0
+    private(set) var sizeConsistent = true
+    /// Pages stored, summed over the servers.
+    private(set) var storedPages: UInt64 = 0
+    /// The highest lease epoch and metadata version any server reports.
+    private(set) var epoch: UInt64 = 0
+    private(set) var metadataVersion: UInt64 = 0
+
+    init(name: String) { self.name = name }
+
+    var storedBytes: UInt64 { storedPages * UInt64(WireLimits.pageSize) }
+
+    /// Adds what `server` reports.
+    mutating func add(_ stat: ControlClient.VolumeStat, on server: TCPAddress) {
+        if !servers.isEmpty && stat.sizeBytes != sizeBytes { sizeConsistent = false }
+        sizeBytes = servers.isEmpty ? stat.sizeBytes : max(sizeBytes, stat.sizeBytes)
+        servers.append(server)
+        storedPages += stat.storedPages
+        epoch = max(epoch, stat.epoch)
+        metadataVersion = max(metadataVersion, stat.metadataVersion)
+    }
+
+    var json: JSONValue {
+        .object([
+            ("name", .string(name)),
+            ("sizeBytes", .unsigned(sizeBytes)),
+            ("sizeConsistent", .bool(sizeConsistent)),
+            ("storedPages", .unsigned(storedPages)),
+            ("storedBytes", .unsigned(storedBytes)),
+            ("servers", .array(servers.map { .string($0.description) })),
+            ("epoch", .unsigned(epoch)),
+            ("metadataVersion", .unsigned(metadataVersion)),
+        ])
+    }
+}
