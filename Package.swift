@@ -42,7 +42,7 @@ let package = Package(
         .target(name: "RemoteMem", dependencies: ["LinuxSystem", "CMemxShims"], swiftSettings: swiftSettings),
         .target(
             name: "BlockDevice",
-            dependencies: ["VhostUser", "Virtio", "GuestMemory", "RemoteMem"],
+            dependencies: ["VhostUser", "Virtio", "GuestMemory", "RemoteMem", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings),
         .target(
             name: "MemoryServer",

@@ -1,5 +1,7 @@
 import GuestMemory
+import Logging
 import RemoteMem
+import Synchronization
 import VhostUser
 import Virtio
 
@@ -60,7 +62,10 @@ final class BlockRequestHandler: VirtqueueRequestHandler {
             guard let offset = dataRange(request) else { return .ioError }
             return write(request, at: offset, chain: chain, memory: writer.memory)
         case .flush:
-            do { try store.flush() } catch { return .ioError }
+            do { try store.flush() } catch {
+                reportStore("flush", at: 0, error)
+                return .ioError
+            }
             return .ok
         case .getID:
             return getID(request, chain: chain, writer: writer)
@@ -94,6 +99,7 @@ final class BlockRequestHandler: VirtqueueRequestHandler {
                 }
             }
         } catch {
+            report("read", at: offset, error)
             return .ioError
         }
         return .ok
@@ -111,9 +117,24 @@ final class BlockRequestHandler: VirtqueueRequestHandler {
                 }
             }
         } catch {
+            report("write", at: offset, error)
             return .ioError
         }
         return .ok
+    }
+
+    /// Logs a failed store operation: the first 10, then every 1000th (a dead server would
+    /// otherwise log every request). Guest-memory errors are the guest's and are not logged.
+    private func report(_ operation: String, at offset: UInt64, _ error: GuestMemoryAccessError<PageStoreError>) {
+        guard case .body(let storeError) = error else { return }
+        reportStore(operation, at: offset, storeError)
+    }
+
+    private func reportStore(_ operation: String, at offset: UInt64, _ error: PageStoreError) {
+        let count = device.storeFailures.add(1, ordering: .relaxed).newValue
+        if count <= 10 || count % 1000 == 0 {
+            device.logger.error("\(operation) at byte \(offset) failed (\(count) store errors so far): \(error)")
+        }
     }
 
     private func getID(_ request: BlockRequest, chain: DescriptorChain, writer: GuestMemoryWriter) -> BlockStatus {

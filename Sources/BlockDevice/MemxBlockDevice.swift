@@ -1,4 +1,5 @@
 import GuestMemory
+import Logging
 import RemoteMem
 import Synchronization
 import VhostUser
@@ -16,7 +17,14 @@ public final class MemxBlockDevice: VhostUserDevice {
     /// Bytes of the serial, padded with zeros to 20 (NUL-terminated only if shorter).
     let serialBytes: [UInt8]
 
-    public init(configuration: BlockDeviceConfiguration, store: any PageStore) {
+    /// Where failed requests are reported (sparingly: a failing store must not flood the log).
+    let logger: Logger
+    /// Store failures so far, across queues (the first 10 and every 1000th are logged).
+    let storeFailures = Atomic<Int>(0)
+
+    public init(configuration: BlockDeviceConfiguration, store: any PageStore,
+                logger: Logger = Logger(label: "memx.block")) {
+        self.logger = logger
         precondition(store.capacityBytes == configuration.capacityBytes, "store and device disagree on size")
         self.configuration = configuration
         self.store = store

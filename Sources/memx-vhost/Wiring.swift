@@ -53,7 +53,7 @@ enum Wiring {
                 return 1
             }
         }
-        let device = MemxBlockDevice(configuration: settings.device, store: store)
+        let device = MemxBlockDevice(configuration: settings.device, store: store, logger: logger)
         let server: VhostUserServer
         do {
             server = try VhostUserServer(socketPath: settings.socketPath, device: device,

@@ -93,6 +93,33 @@ struct RemotePoolTests {
         #expect(store.close() == nil)
     }
 
+    @Test("scattered write-back of many single pages (more requests than a connection's window) neither stalls nor fails")
+    func scatteredWriteBack() throws {
+        // A 1 MiB cache full of dirty pages scattered over 16 groups: one write-back call has
+        // ~128 single-page requests per server, twice the in-flight window. Submitting them all
+        // before waiting once deadlocked on the window until the 2 s timeout.
+        let pool = try ServerPool("pool-scatter", count: 2)
+        var options = options()
+        options.cacheBytes = 1 << 20
+        let store = try RemotePageStore(servers: pool.addresses, volume: "scatter", capacityBytes: Self.volumeBytes,
+                                        options: options)
+        var generator = SeededRandom(seed: 7)
+        var pages: [UInt64: UInt8] = [:]
+        let started = Date()
+        for i in 0..<2048 {
+            let page = UInt64.random(in: 0..<(Self.volumeBytes / 4096), using: &generator)
+            let byte = UInt8(truncatingIfNeeded: i)
+            try store.write(at: page * 4096, [UInt8](repeating: byte, count: 4096))
+            pages[page] = byte
+        }
+        try store.flush()
+        #expect(Date().timeIntervalSince(started) < 20)
+        for (page, byte) in pages.prefix(200) {
+            #expect(try store.read(at: page * 4096, count: 4096) == [UInt8](repeating: byte, count: 4096))
+        }
+        #expect(store.close() == nil)
+    }
+
     @Test("a second store opening the volume by name finds the same placement and data")
     func groupTableReloaded() throws {
         let pool = try ServerPool("pool-reload", count: 3)

@@ -69,9 +69,19 @@ extension RemoteVolume {
     private func submit(_ header: FrameHeader, group: Int, placing: Bool, pages: UnsafeBufferPointer<UnsafeMutableRawPointer>?,
                         into inFlight: UnsafeMutableBufferPointer<InFlight>, _ submitted: inout Int,
                         _ firstError: inout RemoteMemError?) -> Bool {
+        let operation = header.opcodeValue ?? .read
         let connection: Int
         do {
-            guard let placed = try connectionIndex(ofGroup: group, placing: placing) else {
+            var placed = try connectionIndex(ofGroup: group, placing: false)
+            if placed == nil && placing {
+                // Placing a group publishes the table on every server (METADATA_PUT): redeem
+                // our own tickets first so they do not hold the window slots it needs.
+                drain(inFlight, submitted, operation: operation, &firstError)
+                submitted = 0
+                if firstError != nil { return false }
+                placed = try connectionIndex(ofGroup: group, placing: true)
+            }
+            guard let placed else {
                 if header.opcode == Opcode.read.rawValue, let pages {
                     // SAFETY: each destination is a 4 KiB page buffer the caller provided.
                     for page in pages { page.initializeMemory(as: UInt8.self, repeating: 0, count: WireLimits.pageSize) }
@@ -84,17 +94,26 @@ extension RemoteVolume {
             return false
         }
         if submitted == inFlight.count {
-            drain(inFlight, submitted, operation: header.opcodeValue ?? .read, &firstError)
+            drain(inFlight, submitted, operation: operation, &firstError)
             submitted = 0
             if firstError != nil { return false }
         }
         var frame = header
         frame.volume = handles[connection]
         let isRead = header.opcode == Opcode.read.rawValue
+        let sending = isRead ? nil : pages
+        let receiving = isRead ? pages : nil
         do {
-            let ticket = try connections[connection].submit(frame, sendingPages: isRead ? nil : pages,
-                                                            receivingPages: isRead ? pages : nil)
-            inFlight[submitted] = InFlight(connection: connection, ticket: ticket)
+            // Never wait for a window slot while holding tickets (see `trySubmit`): when the
+            // window is full, redeem ours first, then wait holding none.
+            var ticket = try connections[connection].trySubmit(frame, sendingPages: sending, receivingPages: receiving)
+            if ticket == nil {
+                drain(inFlight, submitted, operation: operation, &firstError)
+                submitted = 0
+                if firstError != nil { return false }
+                ticket = try connections[connection].submit(frame, sendingPages: sending, receivingPages: receiving)
+            }
+            inFlight[submitted] = InFlight(connection: connection, ticket: ticket!)
             submitted += 1
             return true
         } catch {

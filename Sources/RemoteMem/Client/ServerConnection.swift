@@ -142,11 +142,34 @@ public final class ServerConnection: @unchecked Sendable {
     public func submit(_ header: FrameHeader, payload: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0),
                        sendingPages: UnsafeBufferPointer<UnsafeMutableRawPointer>?,
                        receivingPages: UnsafeBufferPointer<UnsafeMutableRawPointer>?) throws(RemoteMemError) -> RequestTicket {
+        try submit(header, payload: payload, sendingPages: sendingPages, receivingPages: receivingPages,
+                   waitForWindow: true)!
+    }
+
+    /// Like `submit`, but returns nil at once instead of waiting when the in-flight window is
+    /// full. A caller that already holds tickets must use this and redeem them before waiting
+    /// for the window: if every caller waited for a slot while holding some, none would be
+    /// freed (their replies are redeemed only by the waiting callers themselves).
+    public func trySubmit(_ header: FrameHeader, payload: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0),
+                          sendingPages: UnsafeBufferPointer<UnsafeMutableRawPointer>?,
+                          receivingPages: UnsafeBufferPointer<UnsafeMutableRawPointer>?) throws(RemoteMemError) -> RequestTicket? {
+        try submit(header, payload: payload, sendingPages: sendingPages, receivingPages: receivingPages,
+                   waitForWindow: false)
+    }
+
+    private func submit(_ header: FrameHeader, payload: UnsafeRawBufferPointer,
+                        sendingPages: UnsafeBufferPointer<UnsafeMutableRawPointer>?,
+                        receivingPages: UnsafeBufferPointer<UnsafeMutableRawPointer>?,
+                        waitForWindow: Bool) throws(RemoteMemError) -> RequestTicket? {
         precondition((sendingPages?.count ?? 0) <= Int(WireLimits.pagesPerRequestMax))
         precondition((receivingPages?.count ?? 0) <= Int(WireLimits.pagesPerRequestMax))
         let opcode = header.opcodeValue ?? .ping
         let deadline = MonotonicInstant.now.adding(milliseconds: options.requestTimeoutMillis)
         lock.lock()
+        if !waitForWindow && state == .ready && freeSlots.isEmpty {
+            lock.unlock()
+            return nil
+        }
         while state == .ready && freeSlots.isEmpty {
             if !windowOpened.wait(lock, until: deadline) && freeSlots.isEmpty {
                 lock.unlock()
