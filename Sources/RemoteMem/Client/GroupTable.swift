@@ -42,7 +42,7 @@ public struct GroupTable: Equatable, Sendable {
 
     /// The largest table that fits in one `METADATA_PUT`, so the largest volume MemX can place.
     public static func fits(groupCount: Int, replicaCount: Int = ClientLimits.replicasPerGroup) -> Bool {
-        headerBytes + ClientLimits.serversMax * ClientMessages.nonceBytes + groupCount * replicaCount
+        headerBytes + ClientLimits.serversMax * WireMessages.nonceBytes + groupCount * replicaCount
             <= WireLimits.metadataBytesMax
     }
 
@@ -114,7 +114,7 @@ public struct GroupTable: Equatable, Sendable {
                 throw RemoteMemError.corruptMetadata("group table: replicas \(replicaCount), group pages \(groupPages), servers \(serverCount)")
             }
             serverIDs = []
-            for _ in 0..<serverCount { serverIDs.append(try reader.raw(ClientMessages.nonceBytes)) }
+            for _ in 0..<serverCount { serverIDs.append(try reader.raw(WireMessages.nonceBytes)) }
             entries = try reader.raw(groupCount * replicaCount)
             try reader.finish()
         } catch let error as RemoteMemError {

@@ -6,7 +6,7 @@ extension RemoteVolume {
     struct OpenedVolume {
         var epoch: UInt64
         var handles: [UInt32]
-        var replies: [ClientMessages.VolumeOpenReply]
+        var replies: [VolumeOpenReply]
     }
 
     /// Opens the volume on every server with minimum epoch 0, then re-opens every server that
@@ -16,10 +16,10 @@ extension RemoteVolume {
     static func agreeOnEpoch(name: String, connections: [ServerConnection]) throws(RemoteMemError) -> OpenedVolume {
         var handles = [UInt32](repeating: 0, count: connections.count)
         var epochs = [UInt64](repeating: 0, count: connections.count)
-        var replies = [ClientMessages.VolumeOpenReply?](repeating: nil, count: connections.count)
+        var replies = [VolumeOpenReply?](repeating: nil, count: connections.count)
         func open(_ i: Int, minimum: UInt64) throws(RemoteMemError) {
             let connection = connections[i]
-            let reply = try connection.call(.volumeOpen, payload: ClientMessages.volumeOpen(name: name, minimumEpoch: minimum))
+            let reply = try connection.call(.volumeOpen, payload: WireMessages.volumeOpen(name: name, minimumEpoch: minimum))
             guard reply.status == .ok else {
                 if reply.status == .notFound {
                     throw .refused(server: connection.address.description, operation: "VOLUME_OPEN of '\(name)' (no such volume)",
@@ -28,7 +28,7 @@ extension RemoteVolume {
                 throw refusal(reply, connection, "VOLUME_OPEN")
             }
             do {
-                replies[i] = try ClientMessages.VolumeOpenReply(reply.payload)
+                replies[i] = try VolumeOpenReply(reply.payload)
             } catch {
                 throw .protocolViolation(server: connection.address.description, reason: "VOLUME_OPEN reply: \(error)")
             }
@@ -58,7 +58,7 @@ extension RemoteVolume {
         for (i, connection) in connections.enumerated() {
             let stored = tableLock.withLock { metadataVersions[i] }
             guard stored < newestVersion else { continue }
-            let payload = ClientMessages.metadataPut(expectedVersion: stored, newVersion: newestVersion, metadata: bytes)
+            let payload = WireMessages.metadataPut(expectedVersion: stored, newVersion: newestVersion, metadata: bytes)
             if let reply = try? connection.call(.metadataPut, volume: handles[i], epoch: epoch, payload: payload),
                reply.status == .ok {
                 tableLock.withLock { metadataVersions[i] = newestVersion }

@@ -83,7 +83,7 @@ extension RemoteVolume {
         var tickets = [RequestTicket?](repeating: nil, count: connections.count)
         var firstError: RemoteMemError?
         for (i, connection) in connections.enumerated() {
-            let payload = ClientMessages.metadataPut(expectedVersion: versions[i], newVersion: version, metadata: bytes)
+            let payload = WireMessages.metadataPut(expectedVersion: versions[i], newVersion: version, metadata: bytes)
             let header = FrameHeader(opcode: .metadataPut, requestID: 0, volume: handles[i], epoch: epoch)
             let submitted = payload.withUnsafeBytes { body in
                 Result { () throws(RemoteMemError) in try connection.submit(header, payload: body, sendingPages: nil, receivingPages: nil) }

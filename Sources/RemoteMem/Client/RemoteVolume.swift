@@ -50,7 +50,7 @@ public final class RemoteVolume: PageBacking, @unchecked Sendable {
     /// fine; its size is checked at open).
     public static func create(name: String, capacityBytes: UInt64, on connections: [ServerConnection]) throws(RemoteMemError) {
         try validate(name: name, capacityBytes: capacityBytes, serverCount: connections.count)
-        let payload = ClientMessages.volumeCreate(name: name, sizeBytes: capacityBytes)
+        let payload = WireMessages.volumeCreate(name: name, sizeBytes: capacityBytes)
         for connection in connections {
             let reply = try connection.call(.volumeCreate, payload: payload)
             guard reply.status == .ok || reply.status == .exists else {
@@ -62,7 +62,7 @@ public final class RemoteVolume: PageBacking, @unchecked Sendable {
     /// Deletes the volume on every server (freeing its pages); a server without it is fine.
     public static func delete(name: String, on connections: [ServerConnection]) throws(RemoteMemError) {
         for connection in connections {
-            let reply = try connection.call(.volumeDelete, payload: ClientMessages.name(name))
+            let reply = try connection.call(.volumeDelete, payload: WireMessages.name(name))
             guard reply.status == .ok || reply.status == .notFound else { throw refusal(reply, connection, "VOLUME_DELETE") }
         }
     }

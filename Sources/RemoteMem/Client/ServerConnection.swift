@@ -440,10 +440,10 @@ public final class ServerConnection: @unchecked Sendable {
         do {
             let connection = try TCPConnection(connectingTo: address, timeoutMillis: Int32(options.connectTimeoutMillis))
             try connection.setTimeouts(receiveMillis: options.connectTimeoutMillis, sendMillis: options.connectTimeoutMillis)
-            var nonce = [UInt8](repeating: 0, count: ClientMessages.nonceBytes)
+            var nonce = [UInt8](repeating: 0, count: WireMessages.nonceBytes)
             var generator = SystemRandomNumberGenerator()
             for i in nonce.indices { nonce[i] = UInt8.random(in: 0...255, using: &generator) }
-            let payload = ClientMessages.hello(nonce: nonce)
+            let payload = WireMessages.hello(nonce: nonce)
             let request = FrameHeader(length: UInt32(payload.count), opcode: .hello, requestID: 0)
             try request.bytes.withUnsafeBytes { head in
                 try payload.withUnsafeBytes { body in try connection.send(head, body) }
@@ -460,7 +460,7 @@ public final class ServerConnection: @unchecked Sendable {
             }
             var body = [UInt8](repeating: 0, count: Int(reply.length))
             try body.withUnsafeMutableBytes { bytes in try connection.receiveExactly(into: bytes) }
-            let hello = try ClientMessages.HelloReply(body)
+            let hello = try HelloReply(body)
             guard hello.version == WireLimits.version else {
                 throw RemoteMemError.unreachable(server: server, reason: "server speaks protocol version \(hello.version)")
             }

@@ -30,10 +30,7 @@ extension ControlClient {
     public func volumeCreate(_ name: String, sizeBytes: UInt64) throws(ControlError) {
         try Self.checkName(name)
         try Self.checkSize(sizeBytes)
-        var writer = PayloadWriter()
-        writer.u64(sizeBytes)
-        writer.name(name)
-        let reply = try call(.volumeCreate, payload: writer.bytes)
+        let reply = try call(.volumeCreate, payload: WireMessages.volumeCreate(name: name, sizeBytes: sizeBytes))
         guard reply.header.statusValue == .ok else { throw refusal(reply.header, .volumeCreate, volume: name) }
     }
 
@@ -80,9 +77,5 @@ extension ControlClient {
         }
     }
 
-    private static func namePayload(_ name: String) -> [UInt8] {
-        var writer = PayloadWriter()
-        writer.name(name)
-        return writer.bytes
-    }
+    private static func namePayload(_ name: String) -> [UInt8] { WireMessages.name(name) }
 }

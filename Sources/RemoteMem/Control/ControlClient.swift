@@ -18,7 +18,7 @@ public final class ControlClient {
     /// Default connect and reply timeout.
     public static let defaultTimeoutMillis = 5000
     /// Bytes of a HELLO nonce and of a server id.
-    public static let nonceBytes = 16
+    public static let nonceBytes = WireMessages.nonceBytes
 
     /// The server's address.
     public let server: TCPAddress
@@ -49,16 +49,9 @@ public final class ControlClient {
     /// and id back. `unsupportedVersion` if the server speaks another version.
     @discardableResult
     public func sayHello() throws(ControlError) -> ServerHello {
-        var writer = PayloadWriter()
-        writer.u64(WireLimits.magic)
-        writer.u16(WireLimits.version)
-        writer.u16(0)
-        writer.u32(0)
-        var random = SystemRandomNumberGenerator()
-        writer.raw((0..<Self.nonceBytes).map { _ in UInt8.random(in: 0...255, using: &random) })
         let reply: (header: FrameHeader, payload: [UInt8])
         do throws(ControlError) {
-            reply = try call(.hello, payload: writer.bytes)
+            reply = try call(.hello, payload: WireMessages.hello(nonce: WireMessages.randomNonce()))
         } catch .protocolViolation(let server, let reason) {
             throw .protocolViolation(server: server, reason: "\(reason); is it a memx-server?")
         }
