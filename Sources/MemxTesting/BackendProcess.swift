@@ -57,17 +57,8 @@ public final class BackendProcess: @unchecked Sendable {
     /// Sends `signal` and waits for the process to exit (up to 10 s); returns its status.
     @discardableResult
     public func stop(signal: Int32 = SIGTERM) throws -> Int32 {
-        if process.isRunning { kill(process.processIdentifier, signal) }
-        let deadline = Date().addingTimeInterval(10)
-        while process.isRunning {
-            guard Date() < deadline else {
-                kill(process.processIdentifier, SIGKILL)
-                throw BackendProcessError("memx-vhost did not exit within 10 s of signal \(signal)")
-            }
-            usleep(5_000)
-        }
-        try? logHandle.close()
-        return process.terminationStatus
+        defer { try? logHandle.close() }
+        return try stopProcess(process, name: "memx-vhost", signal: signal)
     }
 
     /// Everything the backend logged so far.
@@ -79,6 +70,21 @@ public final class BackendProcess: @unchecked Sendable {
             process.waitUntilExit()
         }
     }
+}
+
+/// Sends `signal` to `process` and waits (up to 10 s) for it to exit; returns its status. A
+/// process still running then is killed and reported.
+func stopProcess(_ process: Process, name: String, signal: Int32) throws -> Int32 {
+    if process.isRunning { kill(process.processIdentifier, signal) }
+    let deadline = Date().addingTimeInterval(10)
+    while process.isRunning {
+        guard Date() < deadline else {
+            kill(process.processIdentifier, SIGKILL)
+            throw BackendProcessError("\(name) did not exit within 10 s of signal \(signal)")
+        }
+        usleep(5_000)
+    }
+    return process.terminationStatus
 }
 
 public struct BackendProcessError: Error, CustomStringConvertible {

@@ -68,17 +68,8 @@ public final class ServerProcess: @unchecked Sendable {
     /// Sends `signal` and waits for the process to exit (up to 10 s); returns its status.
     @discardableResult
     public func stop(signal: Int32 = SIGTERM) throws -> Int32 {
-        if process.isRunning { kill(process.processIdentifier, signal) }
-        let deadline = Date().addingTimeInterval(10)
-        while process.isRunning {
-            guard Date() < deadline else {
-                kill(process.processIdentifier, SIGKILL)
-                throw BackendProcessError("memx-server did not exit within 10 s of signal \(signal)")
-            }
-            usleep(5_000)
-        }
-        try? logHandle.close()
-        return process.terminationStatus
+        defer { try? logHandle.close() }
+        return try stopProcess(process, name: "memx-server", signal: signal)
     }
 
     /// Everything the server logged so far.
