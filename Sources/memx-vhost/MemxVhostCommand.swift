@@ -58,10 +58,20 @@ struct MemxVhostCommand: ParsableCommand {
     var cache: String?
 
     @Flag(help: """
-        With memory servers: complete a write only once the servers acknowledged it. Default: \
-        write-back (the disk has a volatile write cache; FLUSH waits for the servers).
+        With memory servers: complete a write only once the servers acknowledged it. This is \
+        the default, and the only mode in which a kill -9 of memx-vhost loses no write the guest \
+        was told is complete.
         """)
     var writeThrough = false
+
+    @Flag(help: """
+        With memory servers: complete a write once it is in the local page cache and write it \
+        back in the background (FLUSH waits for the servers). Faster, but the cache lives in this \
+        process: if memx-vhost is killed, writes it had not yet written back are lost, even ones \
+        a FLUSH in flight at the time was covering. Use only where memx-vhost is never killed \
+        while the VM runs.
+        """)
+    var writeBack = false
 
     @Flag(help: "Offer a read-only disk (VIRTIO_BLK_F_RO); writes fail with an I/O error.")
     var readOnly = false
@@ -111,9 +121,10 @@ struct MemxVhostCommand: ParsableCommand {
             guard !addresses.contains(address) else { throw ValidationError("--server \(text) is given twice") }
             addresses.append(address)
         }
-        if addresses.isEmpty && (cache != nil || writeThrough) {
-            throw ValidationError("--cache and --write-through need at least one --server")
+        if addresses.isEmpty && (cache != nil || writeThrough || writeBack) {
+            throw ValidationError("--cache, --write-through and --write-back need at least one --server")
         }
+        if writeThrough && writeBack { throw ValidationError("--write-through and --write-back exclude each other") }
         var cacheBytes: UInt64 = RemotePageStore.Options().cacheBytes
         if let cache {
             guard let bytes = ByteSize(parsing: cache)?.bytes, bytes >= PageCacheLimits.capacityBytesMin else {
@@ -123,7 +134,7 @@ struct MemxVhostCommand: ParsableCommand {
         }
         if let why = device.validationError() { throw ValidationError("--\(Self.flag(for: why)) \(why)") }
         return Settings(socketPath: socket, volume: volumeName, poolDirectory: poolDirectory, device: device,
-                        servers: addresses, cacheBytes: cacheBytes, writeThrough: writeThrough,
+                        servers: addresses, cacheBytes: cacheBytes, writeThrough: !writeBack,
                         pollMicroseconds: pollUs, logLevel: level)
     }
 
