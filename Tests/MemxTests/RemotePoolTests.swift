@@ -282,45 +282,6 @@ struct RemotePoolTests {
         }
         for ticket in tickets { #expect(try connection.wait(ticket).status == .ok) }
     }
-
-    @Test("QD1 4 KiB latency over loopback (measurement)")
-    func latency() throws {
-        let pool = try ServerPool("pool-latency", count: 2)
-        let store = try RemotePageStore(servers: pool.addresses, volume: "lat", capacityBytes: Self.volumeBytes,
-                                        options: RemotePageStore.Options(cacheBytes: 1 << 20))
-        try fill(store, bytes: 16 << 20)
-        try store.flush()
-        var random = SeededRandom(seed: 42)
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        func measure(_ count: Int, _ page: () -> UInt64) throws -> [Double] {
-            var samples: [Double] = []
-            for _ in 0..<count {
-                let offset = page() * 4096
-                let start = DispatchTime.now().uptimeNanoseconds
-                try buffer.withUnsafeMutableBytes { try store.read(at: offset, into: $0) }
-                samples.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1000)
-            }
-            return samples.sorted()
-        }
-        let misses = try measure(2000) { UInt64.random(in: 0..<4096, using: &random) }
-        let hits = try measure(2000) { 7 }
-        let connection = try ServerConnection(address: pool.addresses[0])
-        defer { connection.close() }
-        var pings: [Double] = []
-        for _ in 0..<2000 {
-            let start = DispatchTime.now().uptimeNanoseconds
-            _ = try connection.call(.ping)
-            pings.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1000)
-        }
-        pings.sort()
-        func p(_ samples: [Double], _ q: Double) -> String { String(format: "%.1f", samples[Int(Double(samples.count - 1) * q)]) }
-        print("""
-            QD1 4 KiB read through RemotePageStore, loopback (µs): \
-            miss p50 \(p(misses, 0.5)) p99 \(p(misses, 0.99)); hit p50 \(p(hits, 0.5)) p99 \(p(hits, 0.99)); \
-            PING p50 \(p(pings, 0.5)) p99 \(p(pings, 0.99)); misses \(store.cache.statistics.misses)
-            """)
-        store.close()
-    }
 }
 
 @Suite("Group table and client errors")
