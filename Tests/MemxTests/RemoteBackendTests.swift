@@ -21,6 +21,7 @@ struct RemoteBackendTests {
     @Test("3 servers, a 1 MiB cache, 12 MiB of data: every page goes through the servers and verifies; a restart finds it")
     func dataThroughServers() throws {
         let directory = try BackendProcess.temporaryDirectory("remote-data")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         let servers = try Self.servers(3, memory: "64M", directory: directory)
         let backend = try Backend("remote-data", size: "64M", extra: Self.arguments(servers))
         let client = try backend.connect()
@@ -52,6 +53,7 @@ struct RemoteBackendTests {
     @Test("a full pool: written through, the writes past its capacity fail with IOERR; earlier data stays readable")
     func fullPool() throws {
         let directory = try BackendProcess.temporaryDirectory("remote-full")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         let servers = try Self.servers(1, memory: "1M", directory: directory)
         let backend = try Backend("remote-full", size: "16M", extra: Self.arguments(servers) + ["--write-through"])
         let client = try backend.connect()
@@ -71,6 +73,7 @@ struct RemoteBackendTests {
     @Test("a server that dies: requests for its pages fail with IOERR within seconds, others still work")
     func deadServer() throws {
         let directory = try BackendProcess.temporaryDirectory("remote-dead")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         let servers = try Self.servers(2, memory: "64M", directory: directory)
         let backend = try Backend("remote-dead", size: "64M", extra: Self.arguments(servers) + ["--write-through"])
         let client = try backend.connect()
