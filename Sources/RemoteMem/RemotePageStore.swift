@@ -5,7 +5,8 @@ import LinuxSystem
 ///
 /// Reads copy cache hits and fetch misses from each server in one round trip per server; writes
 /// land in the cache and are written back in the background (or, with `writeThrough`, before
-/// they complete); FLUSH waits until every earlier write is acknowledged by the servers;
+/// they complete); with `cacheDirectory`, the cache lives in a file that survives a crash of
+/// the process, and the next process writes its dirty pages back before serving; FLUSH waits until every earlier write is acknowledged by the servers;
 /// DISCARD drops cached pages and trims the servers. Sub-page writes read-modify-write.
 ///
 /// Errors reach the block device as `PageStoreError` (`.full`, `.busy` when fenced, `.io`
@@ -21,14 +22,20 @@ public final class RemotePageStore: PageStore, @unchecked Sendable {
         public var writeThrough: Bool
         public var connection: ServerConnection.Options
         public var flushIntervalMillis: Int
+        /// Where the cache file lives (`memx-<volume>.cache`, see `CacheMemory`); nil keeps the
+        /// cache in anonymous memory, which a crash loses (tests only: write-back then loses
+        /// acknowledged writes with the process).
+        public var cacheDirectory: String?
 
         public init(cacheBytes: UInt64 = 64 << 20, writeThrough: Bool = false,
                     connection: ServerConnection.Options = ServerConnection.Options(),
-                    flushIntervalMillis: Int = PageCacheLimits.flushIntervalMillisDefault) {
+                    flushIntervalMillis: Int = PageCacheLimits.flushIntervalMillisDefault,
+                    cacheDirectory: String? = nil) {
             self.cacheBytes = cacheBytes
             self.writeThrough = writeThrough
             self.connection = connection
             self.flushIntervalMillis = flushIntervalMillis
+            self.cacheDirectory = cacheDirectory
         }
     }
 
@@ -53,9 +60,17 @@ public final class RemotePageStore: PageStore, @unchecked Sendable {
             throw error
         }
         do {
+            // The cache file is opened only now, with the lease held: the dirty pages a crashed
+            // predecessor left in it are written back under our epoch before anything is served.
+            var memory: CacheMemory?
+            if let directory = options.cacheDirectory {
+                memory = try CacheMemory(directory: directory, volume: name,
+                                         frameCount: PageCache.frameCount(capacityBytes: options.cacheBytes), backing: volume)
+            }
             cache = try PageCache(backing: volume,
                                   options: PageCache.Options(capacityBytes: options.cacheBytes, writeThrough: options.writeThrough,
-                                                             flushIntervalMillis: options.flushIntervalMillis))
+                                                             flushIntervalMillis: options.flushIntervalMillis),
+                                  memory: memory)
         } catch {
             volume.close()
             throw error
@@ -76,6 +91,9 @@ public final class RemotePageStore: PageStore, @unchecked Sendable {
         var failure: RemoteMemError?
         do { try cache.flush() } catch { failure = error }
         cache.stop()
+        // Every dirty page is on the servers: the file holds nothing to recover. After a failed
+        // write-back it stays, and the next process to open the volume writes it back.
+        if failure == nil { cache.memory.removeFile() }
         volume.close()
         return failure
     }

@@ -58,18 +58,16 @@ struct MemxVhostCommand: ParsableCommand {
     var cache: String?
 
     @Flag(help: """
-        With memory servers: complete a write only once the servers acknowledged it. This is \
-        the default, and the only mode in which a kill -9 of memx-vhost loses no write the guest \
-        was told is complete.
+        With memory servers: complete a write only once the servers acknowledged it (slower \
+        writes; the cache then never holds data the servers lack).
         """)
     var writeThrough = false
 
     @Flag(help: """
-        With memory servers: complete a write once it is in the local page cache and write it \
-        back in the background (FLUSH waits for the servers). Faster, but the cache lives in this \
-        process: if memx-vhost is killed, writes it had not yet written back are lost, even ones \
-        a FLUSH in flight at the time was covering. Use only where memx-vhost is never killed \
-        while the VM runs.
+        With memory servers: complete a write once it is in the page cache and write it back in \
+        the background; FLUSH waits for the servers. The default. The cache is a file in \
+        --pool-directory that outlives the process: after a kill -9 the next memx-vhost for the \
+        volume writes its dirty pages back before serving.
         """)
     var writeBack = false
 
@@ -90,7 +88,8 @@ struct MemxVhostCommand: ParsableCommand {
         """, valueName: "us"))
     var pollUs: Int = 32
 
-    @Option(help: ArgumentHelp("Directory of the embedded pool's files (a tmpfs).", valueName: "dir"))
+    @Option(help: ArgumentHelp("Directory of the embedded pool's files and of the memory servers' cache file (a tmpfs).",
+                               valueName: "dir"))
     var poolDirectory: String = "/dev/shm"
 
     @Flag(help: "Print the backend's capabilities as JSON (QEMU's vhost-user backend convention) and exit.")
@@ -134,7 +133,7 @@ struct MemxVhostCommand: ParsableCommand {
         }
         if let why = device.validationError() { throw ValidationError("--\(Self.flag(for: why)) \(why)") }
         return Settings(socketPath: socket, volume: volumeName, poolDirectory: poolDirectory, device: device,
-                        servers: addresses, cacheBytes: cacheBytes, writeThrough: !writeBack,
+                        servers: addresses, cacheBytes: cacheBytes, writeThrough: writeThrough,
                         pollMicroseconds: pollUs, logLevel: level)
     }
 

@@ -41,11 +41,18 @@ enum Wiring {
             do {
                 let remote = try RemotePageStore(
                     servers: settings.servers, volume: settings.volume, capacityBytes: settings.device.capacityBytes,
-                    options: .init(cacheBytes: settings.cacheBytes, writeThrough: settings.writeThrough))
+                    options: .init(cacheBytes: settings.cacheBytes, writeThrough: settings.writeThrough,
+                                   cacheDirectory: settings.poolDirectory))
+                if remote.cache.memory.recoveredPages > 0 {
+                    logger.notice("""
+                        wrote back \(remote.cache.memory.recoveredPages) dirty pages a previous memx-vhost left in \
+                        \(remote.cache.memory.path ?? "its cache")
+                        """)
+                }
                 store = remote
                 storeDescription = """
                     \(settings.servers.count) memory server(s) \(settings.servers.map(\.description).joined(separator: " ")), \
-                    lease epoch \(remote.volume.epoch), \(ByteSize.describe(settings.cacheBytes)) cache, \
+                    lease epoch \(remote.volume.epoch), \(ByteSize.describe(settings.cacheBytes)) cache in \(remote.cache.memory.path ?? "memory"), \
                     \(settings.writeThrough ? "write-through" : "write-back")
                     """
             } catch {

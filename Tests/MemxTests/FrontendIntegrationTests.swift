@@ -39,6 +39,7 @@ final class Backend {
     deinit {
         _ = try? process?.stop(signal: SIGKILL)
         unlink("/dev/shm/memx-\(volume).pool")
+        unlink("/dev/shm/memx-\(volume).cache")
         try? FileManager.default.removeItem(atPath: directory)
     }
 }

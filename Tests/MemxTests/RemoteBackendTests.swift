@@ -50,6 +50,50 @@ struct RemoteBackendTests {
         for server in servers { _ = try server.stop() }
     }
 
+    @Test("write-back (the default): kill -9 after acknowledged, unflushed writes; the next memx-vhost writes them back")
+    func writeBackSurvivesKill() throws {
+        let directory = try BackendProcess.temporaryDirectory("remote-kill")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let servers = try Self.servers(2, memory: "64M", directory: directory)
+        let arguments = Self.arguments(servers, cache: "8M") + ["--pool-directory", directory]
+        let backend = try Backend("remote-kill", size: "64M", extra: arguments)
+        let client = try backend.connect()
+        var options = BlockQueueOptions()
+        options.dataBytesPerSlot = 128 << 10
+        options.slotCount = 32
+        let queue = try client.start(queues: 1, queueSize: 128, queueOptions: options)[0]
+        let chunk = 128 << 10
+        // 4 MiB in 2 groups, flushed: the groups are placed and their pages on the servers.
+        for i in 0..<32 { #expect(try queue.write(sector: UInt64(i * chunk / 512), data: pattern(i, chunk)).isOK) }
+        #expect(try queue.perform(.flush).isOK)
+        // Stop both servers: nothing written from now on can reach them before the kill.
+        for server in servers { kill(server.process.processIdentifier, SIGSTOP) }
+        for i in 0..<32 { #expect(try queue.write(sector: UInt64(i * chunk / 512), data: pattern(1000 + i, chunk)).isOK) }
+        _ = try backend.process!.stop(signal: SIGKILL)
+        for server in servers { kill(server.process.processIdentifier, SIGCONT) }
+        let cacheFile = "\(directory)/memx-\(backend.volume).cache"
+        #expect(FileManager.default.fileExists(atPath: cacheFile), "the cache file must outlive the process")
+
+        try backend.start(extra: arguments)
+        let second = try backend.connect()
+        let again = try second.start(queues: 1, queueSize: 128, queueOptions: options)[0]
+        #expect(backend.log.contains("wrote back 1024 dirty pages a previous memx-vhost left"), "\(backend.log)")
+        for i in 0..<32 {
+            #expect(try again.read(sector: UInt64(i * chunk / 512), byteCount: chunk).1 == pattern(1000 + i, chunk))
+        }
+        _ = try second.stop()
+        #expect(try backend.process!.stop() == 0)
+        #expect(!FileManager.default.fileExists(atPath: cacheFile), "a clean stop writes everything back and removes the file")
+        // A third process with an empty cache reads the same from the servers alone.
+        try backend.start(extra: arguments)
+        let third = try backend.connect()
+        let last = try third.start(queues: 1, queueSize: 128, queueOptions: options)[0]
+        for i in stride(from: 0, to: 32, by: 3) {
+            #expect(try last.read(sector: UInt64(i * chunk / 512), byteCount: chunk).1 == pattern(1000 + i, chunk))
+        }
+        for server in servers { _ = try server.stop() }
+    }
+
     @Test("a full pool: written through, the writes past its capacity fail with IOERR; earlier data stays readable")
     func fullPool() throws {
         let directory = try BackendProcess.temporaryDirectory("remote-full")

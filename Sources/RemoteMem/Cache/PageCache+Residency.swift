@@ -70,6 +70,8 @@ extension PageCache {
             if wrote {
                 states[frame].writers -= 1
                 last = max(last, states[frame].writeSeq)
+                // The guest's bytes are in the frame: from here a crash must not lose them.
+                memory.recordDirty(frame, page: states[frame].page)
             }
             if entry & Self.newFrameFlag != 0 { states[frame].filling = false }
             states[frame].pins -= 1
@@ -117,6 +119,7 @@ extension PageCache {
     /// Forgets `frame`'s page and puts it on the free list (lock held).
     func freeLocked(_ frame: Int) {
         if states[frame].isDirty { dirtyCount -= 1 }
+        memory.recordClean(frame)
         index.remove(states[frame].page)
         states[frame] = FrameState()
         freeFrames[freeCount] = Int32(frame)

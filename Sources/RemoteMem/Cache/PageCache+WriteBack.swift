@@ -66,6 +66,7 @@ extension PageCache {
                     states[frame].firstDirtySeq = states[frame].flushSeq + 1
                 } else {
                     dirtyCount -= 1
+                    memory.recordClean(frame)
                 }
                 counters.writeBackPages += 1
             }

@@ -46,7 +46,8 @@ public final class PageCache: @unchecked Sendable {
     /// Pages a read or write handles per pass.
     let batchPages: Int
 
-    let frames: MemoryMapping
+    /// The frames and their dirty records (a file that outlives the process, in memx-vhost).
+    public let memory: CacheMemory
     /// Where fetched pages land that are already cached (never read back).
     let sink: MemoryMapping
     /// A zero page: the source of partial-page zeroing in `discard`.
@@ -71,21 +72,27 @@ public final class PageCache: @unchecked Sendable {
     var flusher: OSThread?
 
     /// Allocates `options.capacityBytes` of frames (rounded down to whole pages, at least
-    /// `PageCacheLimits.capacityBytesMin`) and starts the flusher thread.
-    public init(backing: PageBacking, options: Options) throws(RemoteMemError) {
+    /// `PageCacheLimits.capacityBytesMin`) in anonymous memory, or uses `memory` (a cache file
+    /// opened for this volume, with as many frames), and starts the flusher thread.
+    public init(backing: PageBacking, options: Options, memory: CacheMemory? = nil) throws(RemoteMemError) {
         guard options.capacityBytes >= PageCacheLimits.capacityBytesMin else {
             throw .invalidArgument("cache of \(options.capacityBytes) bytes is below the minimum \(PageCacheLimits.capacityBytesMin)")
         }
         self.backing = backing
         self.options = options
-        frameCount = Int(options.capacityBytes / PageStoreLimits.pageSize)
+        frameCount = Self.frameCount(capacityBytes: options.capacityBytes)
         batchPages = min(PageCacheLimits.batchPagesMax, frameCount / 4)
+        if let memory {
+            precondition(memory.frameCount == frameCount, "cache memory sized for another capacity")
+            self.memory = memory
+        } else {
+            self.memory = try CacheMemory(anonymousFrames: frameCount)
+        }
         do {
-            frames = try MemoryMapping(anonymous: frameCount * Self.pageSize)
             sink = try MemoryMapping(anonymous: Self.pageSize)
             zeros = try MemoryMapping(anonymous: Self.pageSize)
         } catch {
-            throw .invalidArgument("cannot allocate a \(options.capacityBytes)-byte cache: \(error)")
+            throw .invalidArgument("cannot allocate the cache's spare pages: \(error)")
         }
         states = .allocate(capacity: frameCount)
         states.initialize(repeating: FrameState(), count: frameCount)
@@ -98,6 +105,11 @@ public final class PageCache: @unchecked Sendable {
         } catch {
             throw .invalidArgument("cannot start the flusher thread: \(error)")
         }
+    }
+
+    /// The frames a cache of `capacityBytes` has.
+    public static func frameCount(capacityBytes: UInt64) -> Int {
+        Int(capacityBytes / PageStoreLimits.pageSize)
     }
 
     deinit {
@@ -120,8 +132,7 @@ public final class PageCache: @unchecked Sendable {
     /// The address of `frame`'s 4 KiB.
     @inline(__always)
     func address(_ frame: Int) -> UnsafeMutableRawPointer {
-        // SAFETY: frame < frameCount, so the page lies inside the frames mapping.
-        frames.base + frame * Self.pageSize
+        memory.address(frame)
     }
 
     // MARK: - Read and write

@@ -24,6 +24,8 @@ public enum RemoteMemError: Error, Equatable, Sendable, CustomStringConvertible 
     /// The volume's group table is damaged, from an unknown format, or names a server that is
     /// not in the pool.
     case corruptMetadata(String)
+    /// The local cache file cannot be used: in use by another process, damaged, or not writable.
+    case cacheFile(String)
     /// A caller error: a bad volume name, an empty server list, a range past the volume.
     case invalidArgument(String)
     /// The connection or store was closed by its owner.
@@ -34,7 +36,7 @@ public enum RemoteMemError: Error, Equatable, Sendable, CustomStringConvertible 
         switch self {
         case .unreachable, .timedOut, .connectionLost: true
         case .refused(_, _, let status): status == .internalError
-        case .full, .fenced, .protocolViolation, .geometryMismatch, .corruptMetadata, .invalidArgument, .closed: false
+        case .full, .fenced, .protocolViolation, .geometryMismatch, .corruptMetadata, .cacheFile, .invalidArgument, .closed: false
         }
     }
 
@@ -47,6 +49,7 @@ public enum RemoteMemError: Error, Equatable, Sendable, CustomStringConvertible 
         case .corruptMetadata(let why): .corrupt(why)
         case .timedOut: .io(errno: ETIMEDOUT, operation: description)
         case .unreachable, .connectionLost, .closed: .io(errno: ECONNRESET, operation: description)
+        case .cacheFile(let why): .busy(why)
         case .protocolViolation, .refused, .invalidArgument: .io(errno: EIO, operation: description)
         }
     }
@@ -63,6 +66,7 @@ public enum RemoteMemError: Error, Equatable, Sendable, CustomStringConvertible 
         case .refused(let server, let operation, let status): "memory server \(server) refused \(operation): \(status)"
         case .geometryMismatch(let why): why
         case .corruptMetadata(let why): why
+        case .cacheFile(let why): why
         case .invalidArgument(let why): why
         case .closed: "the remote memory store is closed"
         }
