@@ -9,17 +9,42 @@ import Virtio
 /// request once (`BlockRequest.parse`), validates it, moves the data between guest buffers and
 /// the store, and writes the status byte — all through `GuestMemoryWriter`, so migration
 /// logging sees every guest write. Allocates nothing per request.
+///
+/// With a store that can keep reads in flight (memory servers), a READ that misses the cache
+/// is left in flight (`start` returns nil) and completed by `completeFinished` when its pages
+/// arrive, so the queue keeps serving while a server answers. Everything else, and any read
+/// that cannot start without waiting, is served in `start` after the queue's own reads in
+/// flight have finished (they may hold pages or window slots that request would wait for).
 final class BlockRequestHandler: VirtqueueRequestHandler {
     private let device: MemxBlockDevice
     private let store: any PageStore
     private let capacityBytes: UInt64
     private let readOnly: Bool
+    /// Reads in flight: nil for a store that completes everything at once.
+    private let asyncStore: (any AsyncReadablePageStore)?
+    private let signal: CompletionSignal?
+    private let reads: [InFlightRead]
+    private var freeReads: [Int] = []
+    /// Slots fetching or finished, in start order.
+    private var activeReads: [Int] = []
 
     init(device: MemxBlockDevice) {
         self.device = device
         store = device.store
         capacityBytes = device.configuration.capacityBytes
         readOnly = device.configuration.readOnly
+        if let remote = device.store as? any AsyncReadablePageStore, let signal = try? CompletionSignal() {
+            asyncStore = remote
+            self.signal = signal
+            reads = (0..<InFlightRead.slotsPerQueue).map { _ in InFlightRead(read: remote.makePendingRead(signal: signal)) }
+            freeReads = Array((0..<InFlightRead.slotsPerQueue).reversed())
+            freeReads.reserveCapacity(InFlightRead.slotsPerQueue)
+            activeReads.reserveCapacity(InFlightRead.slotsPerQueue)
+        } else {
+            asyncStore = nil
+            signal = nil
+            reads = []
+        }
     }
 
     func handle(_ chain: DescriptorChain, writer: GuestMemoryWriter) -> UInt32 {
@@ -36,6 +61,151 @@ final class BlockRequestHandler: VirtqueueRequestHandler {
             }
         }
         let status = execute(request, chain: chain, writer: writer)
+        do {
+            try writer.writeByte(request.statusAddress, status.rawValue)
+        } catch {
+            return 0
+        }
+        return request.usedLength(status: status)
+    }
+
+    // MARK: - Reads in flight
+
+    func start(_ chain: DescriptorChain, head: UInt16, writer: GuestMemoryWriter) -> UInt32? {
+        guard let asyncStore else { return handle(chain, writer: writer) }
+        // A read in flight needs a free slot; with none (the queue collects finished ones after
+        // every batch, so only a deep queue gets here) the read is served blocking.
+        if !freeReads.isEmpty, let request = try? BlockRequest.parse(chain, memory: writer.memory), request.type == .read,
+           request.dataLength > 0, let offset = dataRange(request) {
+            let index = freeReads.removeLast()
+            let slot = reads[index]
+            if record(request, chain: chain, into: slot) {
+                let started: ReadStart
+                do {
+                    started = try asyncStore.startRead(at: offset, length: Int(request.dataLength), slot.read)
+                } catch {
+                    freeReads.append(index)
+                    reportStore("read", at: offset, error)
+                    return complete(request, status: .ioError, writer: writer)
+                }
+                switch started {
+                case .ready:
+                    let status = copyToGuest(slot, asyncStore, writer: writer)
+                    asyncStore.endRead(slot.read)
+                    freeReads.append(index)
+                    return complete(request, status: status, writer: writer)
+                case .fetching:
+                    slot.head = head
+                    slot.offset = offset
+                    slot.state = .fetching
+                    activeReads.append(index)
+                    return nil
+                case .mustBlock:
+                    break
+                }
+            }
+            freeReads.append(index)
+        }
+        // Served here, possibly waiting: first finish our own reads in flight.
+        if !activeReads.isEmpty { finishAll(writer: writer) }
+        return handle(chain, writer: writer)
+    }
+
+    var inFlightCount: Int { activeReads.count }
+
+    var hasFinished: Bool { signal?.hasCompletions ?? false }
+
+    var completionFD: CInt? { signal?.fileDescriptor }
+
+    func armCompletion() -> Bool { signal?.arm() ?? true }
+
+    func disarmCompletion() { signal?.disarm() }
+
+    func completeFinished(writer: GuestMemoryWriter, waitForAll: Bool, _ complete: (UInt16, UInt32) -> Void) {
+        signal?.take()
+        if waitForAll { finishAll(writer: writer) }
+        var i = 0
+        while i < activeReads.count {
+            let index = activeReads[i]
+            let slot = reads[index]
+            if case .fetching = slot.state, asyncStore!.pollRead(slot.read) { finish(slot, writer: writer) }
+            if case .finished(let usedLength) = slot.state {
+                complete(slot.head, usedLength)
+                slot.state = .free
+                activeReads.remove(at: i)
+                freeReads.append(index)
+            } else {
+                i += 1
+            }
+        }
+    }
+
+    /// Saves the guest data ranges and status byte of `request` in `slot`; false if it has
+    /// more ranges than a slot holds.
+    private func record(_ request: BlockRequest, chain: DescriptorChain, into slot: InFlightRead) -> Bool {
+        slot.rangeCount = 0
+        slot.length = request.dataLength
+        slot.statusAddress = request.statusAddress
+        var fits = true
+        chain.forEachRange(writable: true, offset: request.dataOffset, length: request.dataLength) { (address, length) in
+            guard slot.rangeCount < InFlightRead.rangesMax else {
+                fits = false
+                return
+            }
+            slot.addresses[slot.rangeCount] = address
+            slot.lengths[slot.rangeCount] = length
+            slot.rangeCount += 1
+        }
+        return fits
+    }
+
+    /// Copies a read's pages into the guest ranges saved in `slot`.
+    private func copyToGuest(_ slot: InFlightRead, _ store: any AsyncReadablePageStore, writer: GuestMemoryWriter) -> BlockStatus {
+        var position = 0
+        do {
+            for i in 0..<slot.rangeCount {
+                try writer.fill(slot.addresses[i], length: slot.lengths[i]) { (buffer) throws(Never) in
+                    store.copyOut(slot.read, at: position, into: buffer)
+                    position += buffer.count
+                }
+            }
+        } catch {
+            return .ioError
+        }
+        return .ok
+    }
+
+    /// Completes a fetched read: data into the guest, status byte; the slot becomes finished.
+    private func finish(_ slot: InFlightRead, writer: GuestMemoryWriter) {
+        let store = asyncStore!
+        var status = BlockStatus.ok
+        do {
+            try store.finishRead(slot.read)
+            status = copyToGuest(slot, store, writer: writer)
+            store.endRead(slot.read)
+        } catch {
+            reportStore("read", at: slot.offset, error)
+            status = .ioError
+        }
+        var used: UInt32 = 0
+        if (try? writer.writeByte(slot.statusAddress, status.rawValue)) != nil {
+            used = status == .ok ? UInt32(slot.length) + 1 : 1
+        }
+        slot.state = .finished(usedLength: used)
+    }
+
+    /// Waits for and finishes every read still fetching (they stay listed until collected).
+    private func finishAll(writer: GuestMemoryWriter) {
+        for index in activeReads {
+            let slot = reads[index]
+            guard case .fetching = slot.state else { continue }
+            asyncStore!.waitRead(slot.read)
+            finish(slot, writer: writer)
+        }
+    }
+
+    /// Writes the status byte of a request completed at once and returns its used length.
+    private func complete(_ request: BlockRequest, status: BlockStatus, writer: GuestMemoryWriter) -> UInt32 {
         do {
             try writer.writeByte(request.statusAddress, status.rawValue)
         } catch {

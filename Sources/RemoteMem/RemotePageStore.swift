@@ -12,7 +12,7 @@ import LinuxSystem
 /// Errors reach the block device as `PageStoreError` (`.full`, `.busy` when fenced, `.io`
 /// otherwise); `lastError` keeps the detailed `RemoteMemError` for the operator's log.
 /// Concurrent calls from several queue threads are safe (see `PageCache`).
-public final class RemotePageStore: PageStore, @unchecked Sendable {
+public final class RemotePageStore: AsyncReadablePageStore, @unchecked Sendable {
     // SAFETY: `lastErrorStorage` is guarded by `errorLock`; everything else is immutable or
     // thread-safe by itself (`PageCache`, `RemoteVolume`).
 
@@ -121,6 +121,32 @@ public final class RemotePageStore: PageStore, @unchecked Sendable {
     public func flush() throws(PageStoreError) {
         do { try cache.flush() } catch { throw failed(error) }
     }
+
+    // MARK: - Reads in flight (AsyncReadablePageStore)
+
+    public func makePendingRead(signal: CompletionSignal) -> PendingRead {
+        PendingRead(signal: signal)
+    }
+
+    public func startRead(at offset: UInt64, length: Int, _ read: PendingRead) throws(PageStoreError) -> ReadStart {
+        try check(offset, UInt64(length))
+        return cache.startRead(at: offset, length: length, read)
+    }
+
+    @inline(__always)
+    public func pollRead(_ read: PendingRead) -> Bool { cache.pollRead(read) }
+
+    public func waitRead(_ read: PendingRead) { cache.waitRead(read) }
+
+    public func finishRead(_ read: PendingRead) throws(PageStoreError) {
+        do { try cache.finishRead(read) } catch { throw failed(error) }
+    }
+
+    public func copyOut(_ read: PendingRead, at position: Int, into destination: UnsafeMutableRawBufferPointer) {
+        cache.copyOut(read, at: position, into: destination)
+    }
+
+    public func endRead(_ read: PendingRead) { cache.endRead(read) }
 
     /// Cache bytes in use (the pages on the servers are reported by `volume.serverStatistics()`).
     public var residentBytes: UInt64 { cache.residentBytes }

@@ -13,6 +13,31 @@ public protocol PageBacking: AnyObject, Sendable {
     func writePages(_ runs: UnsafeBufferPointer<PageRun>) throws(RemoteMemError)
     /// Makes `count` pages from `firstPage` read as zeros and frees their memory.
     func trimPages(from firstPage: UInt64, count: UInt64) throws(RemoteMemError)
+    /// Starts filling `transfer`'s run without waiting; its `signal` is told as pieces finish.
+    /// Never blocks on the network.
+    func startRead(_ transfer: PageTransfer)
+    /// Sends what could not be sent yet (a full window) and returns true once the transfer has
+    /// finished (`transfer.error` says how); after true, nothing writes into its pages.
+    func pollTransfer(_ transfer: PageTransfer) -> Bool
+    /// Waits until `pollTransfer` would return true.
+    func waitTransfer(_ transfer: PageTransfer)
+}
+
+/// Backings that cannot read asynchronously (test fakes) read at once in `startRead`.
+extension PageBacking {
+    public func startRead(_ transfer: PageTransfer) {
+        transfer.reset()
+        let result = withUnsafeTemporaryAllocation(of: PageRun.self, capacity: 1) { run in
+            run[0] = PageRun(firstPage: transfer.firstPage, pageCount: transfer.pageCount, pages: transfer.pages)
+            return Result { () throws(RemoteMemError) in try readPages(UnsafeBufferPointer(run)) }
+        }
+        if case .failure(let error) = result { transfer.fail(error) }
+        transfer.finished = true
+    }
+
+    public func pollTransfer(_ transfer: PageTransfer) -> Bool { transfer.finished }
+
+    public func waitTransfer(_ transfer: PageTransfer) {}
 }
 
 /// Consecutive volume pages and, for each, the 4 KiB buffer holding or receiving its data. The

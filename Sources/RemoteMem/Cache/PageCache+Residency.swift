@@ -95,7 +95,7 @@ extension PageCache {
         states[frame].writers += 1
     }
 
-    private func isAnyFilling(first: UInt64, count: Int) -> Bool {
+    func isAnyFilling(first: UInt64, count: Int) -> Bool {
         for i in 0..<count {
             if let frame = index.find(first + UInt64(i)), states[frame].filling { return true }
         }
@@ -129,7 +129,7 @@ extension PageCache {
     /// A frame for a new page (lock held): a free one, else the CLOCK victim: the first clean,
     /// unpinned frame whose referenced bit is clear (set bits are cleared as the hand passes,
     /// so a page hit again within one revolution stays). Nil if none in two revolutions.
-    private func allocateFrame() -> Int? {
+    func allocateFrame() -> Int? {
         if freeCount > 0 {
             freeCount -= 1
             return Int(freeFrames[freeCount])

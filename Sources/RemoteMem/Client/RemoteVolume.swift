@@ -171,11 +171,15 @@ public final class RemoteVolume: PageBacking, @unchecked Sendable {
 
     /// The error for a non-OK control reply.
     static func refusal(_ reply: ServerReply, _ connection: ServerConnection, _ operation: String) -> RemoteMemError {
+        refusal(status: reply.header.status, connection, operation)
+    }
+
+    static func refusal(status: UInt16, _ connection: ServerConnection, _ operation: String) -> RemoteMemError {
         let server = connection.address.description
-        switch reply.status {
+        switch WireStatus(rawValue: status) {
         case .full: return .full(server: server)
         case .some(let status): return .refused(server: server, operation: operation, status: status)
-        case nil: return .protocolViolation(server: server, reason: "\(operation) answered with status \(reply.header.status)")
+        case nil: return .protocolViolation(server: server, reason: "\(operation) answered with status \(status)")
         }
     }
 

@@ -37,6 +37,9 @@ final class RequestSlot: @unchecked Sendable {
     var reply: FrameHeader?
     var payload: [UInt8] = []
     var error: RemoteMemError?
+    /// Set for a request submitted without waiting: its outcome goes there and the slot is
+    /// freed as soon as it is known (nobody calls `wait`).
+    var asyncRequest: AsyncRequest?
 
     init(index: Int) {
         self.index = index
@@ -54,16 +57,33 @@ final class RequestSlot: @unchecked Sendable {
         self.pageCount = pageCount
         self.deadline = deadline
         receivesPages = false
+        asyncRequest = nil
         reply = nil
         error = nil
         if !payload.isEmpty { payload = [] }
     }
 
     /// Completes the slot with `error` unless it already has one (a timeout set first wins).
-    func fail(_ error: RemoteMemError) {
+    /// Returns true if the slot is now free again (an asynchronous request, whose owner was told).
+    @discardableResult
+    func fail(_ error: RemoteMemError) -> Bool {
         if self.error == nil { self.error = error }
+        return finish()
+    }
+
+    /// Marks the slot done: wakes its waiter, or hands an asynchronous request its outcome and
+    /// returns true (the caller must put the slot back on the free list).
+    func finish() -> Bool {
+        if let request = asyncRequest {
+            request.finish(status: error == nil ? reply?.status : nil, error: error)
+            asyncRequest = nil
+            state = .free
+            payload = []
+            return true
+        }
         state = .done
         completion.signal()
+        return false
     }
 }
 

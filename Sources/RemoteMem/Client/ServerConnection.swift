@@ -76,6 +76,10 @@ public final class ServerConnection: @unchecked Sendable {
     private var generation: UInt64 = 1
     private var backoffMillis = ClientLimits.reconnectBackoffMillisMin
     private var maintenance: OSThread?
+    /// Asynchronous requests outstanding: while there are any, the maintenance thread enforces
+    /// their deadlines (nobody waits on them).
+    private var asyncOutstanding = 0
+    private var asyncUsed = false
 
     /// Connects, says HELLO and starts the receiver and maintenance threads. Throws
     /// `.unreachable` if the server cannot be reached or does not speak version 1.
@@ -157,10 +161,24 @@ public final class ServerConnection: @unchecked Sendable {
                    waitForWindow: false)
     }
 
+    /// Submits one page request without waiting and without a ticket: the outcome goes to
+    /// `request` (its `isFinished`, `status`, `error`) and `request.signal` is told, from the
+    /// receiver thread, as soon as the reply is in (for a READ, in `receivingPages`). The window
+    /// slot is freed at that moment, so outstanding asynchronous requests never hold the window
+    /// against anyone. Returns false, sending nothing, when the window is full (try again after
+    /// a completion). No reply within the request timeout fails the request and resets the
+    /// connection, like a waited one. Allocates nothing.
+    public func submitAsync(_ header: FrameHeader, sendingPages: UnsafeBufferPointer<UnsafeMutableRawPointer>?,
+                            receivingPages: UnsafeBufferPointer<UnsafeMutableRawPointer>?,
+                            request: AsyncRequest) throws(RemoteMemError) -> Bool {
+        try submit(header, payload: UnsafeRawBufferPointer(start: nil, count: 0), sendingPages: sendingPages,
+                   receivingPages: receivingPages, waitForWindow: false, asyncRequest: request) != nil
+    }
+
     private func submit(_ header: FrameHeader, payload: UnsafeRawBufferPointer,
                         sendingPages: UnsafeBufferPointer<UnsafeMutableRawPointer>?,
                         receivingPages: UnsafeBufferPointer<UnsafeMutableRawPointer>?,
-                        waitForWindow: Bool) throws(RemoteMemError) -> RequestTicket? {
+                        waitForWindow: Bool, asyncRequest: AsyncRequest? = nil) throws(RemoteMemError) -> RequestTicket? {
         precondition((sendingPages?.count ?? 0) <= Int(WireLimits.pagesPerRequestMax))
         precondition((receivingPages?.count ?? 0) <= Int(WireLimits.pagesPerRequestMax))
         let opcode = header.opcodeValue ?? .ping
@@ -189,6 +207,15 @@ public final class ServerConnection: @unchecked Sendable {
         if let receivingPages {
             slot.receivesPages = true
             slot.destinations.update(from: receivingPages.baseAddress!, count: receivingPages.count)
+        }
+        if let asyncRequest {
+            asyncRequest.begin()
+            slot.asyncRequest = asyncRequest
+            asyncOutstanding += 1
+            // No wake-up here (it would cost a context switch per request at queue depth 1):
+            // the maintenance thread, once it has seen asynchronous requests, checks deadlines
+            // on a timer.
+            asyncUsed = true
         }
         lock.unlock()
 
@@ -306,8 +333,7 @@ public final class ServerConnection: @unchecked Sendable {
             lock.withLock {
                 slot.reply = header
                 slot.payload = payload
-                slot.state = .done
-                slot.completion.signal()
+                finishLocked(slot)
             }
         }
     }
@@ -357,8 +383,21 @@ public final class ServerConnection: @unchecked Sendable {
     /// the link (failing every other outstanding request).
     private func fail(_ link: Link, _ slot: RequestSlot?, _ error: RemoteMemError) {
         lock.withLock {
-            slot?.fail(error)
+            if let slot {
+                if slot.error == nil { slot.error = error }
+                finishLocked(slot)
+            }
             breakLocked(link, error: error)
+        }
+    }
+
+    /// Completes `slot` (lock held): wakes its waiter, or finishes its asynchronous request and
+    /// puts the slot back on the free list.
+    private func finishLocked(_ slot: RequestSlot) {
+        if slot.finish() {
+            asyncOutstanding -= 1
+            freeSlots.append(slot.index)
+            windowOpened.signal()
         }
     }
 
@@ -372,7 +411,8 @@ public final class ServerConnection: @unchecked Sendable {
         link.broken = true
         link.connection.shutdown()
         for slot in slots where slot.state == .waiting && slot.linkGeneration == link.generation {
-            slot.fail(error)
+            if slot.error == nil { slot.error = error }
+            finishLocked(slot)
         }
         if state == .ready, self.link === link {
             state = .broken(error.description)
@@ -397,7 +437,15 @@ public final class ServerConnection: @unchecked Sendable {
         defer { lock.unlock() }
         while state != .closed {
             guard case .broken = state else {
-                maintenanceWake.wait(lock)
+                if !asyncUsed {
+                    maintenanceWake.wait(lock)
+                } else {
+                    // Asynchronous requests have no waiter to notice a missing reply: check
+                    // their deadlines a few times per timeout.
+                    maintenanceWake.wait(lock, until: MonotonicInstant.now.adding(
+                        milliseconds: max(10, options.requestTimeoutMillis / 8)))
+                    expireLateRequestsLocked()
+                }
                 continue
             }
             maintenanceWake.wait(lock, until: MonotonicInstant.now.adding(milliseconds: backoffMillis))
@@ -431,6 +479,23 @@ public final class ServerConnection: @unchecked Sendable {
                 state = .broken(error.description)
                 backoffMillis = min(backoffMillis * 2, ClientLimits.reconnectBackoffMillisMax)
             }
+        }
+    }
+
+    /// Fails the connection if an asynchronous request is past its deadline (lock held): the
+    /// request fails with `.timedOut`, every other outstanding one with it, and the connection
+    /// is reset, as for a waited request.
+    private func expireLateRequestsLocked() {
+        guard let link, !link.broken else { return }
+        let now = MonotonicInstant.now
+        for slot in slots where slot.asyncRequest != nil && slot.state == .waiting
+            && slot.linkGeneration == link.generation && now >= slot.deadline {
+            let error = RemoteMemError.timedOut(server: address.description, operation: "\(slot.opcode)",
+                                                milliseconds: options.requestTimeoutMillis)
+            slot.error = error
+            finishLocked(slot)
+            breakLocked(link, error: error)
+            return
         }
     }
 

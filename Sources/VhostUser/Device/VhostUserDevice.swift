@@ -18,11 +18,46 @@ public protocol VhostUserDevice: AnyObject, Sendable {
 }
 
 /// Serves the requests of one queue, on that queue's thread only.
+///
+/// A handler may keep requests in flight (a read waiting for a memory server) and complete them
+/// later, in any order: `start` returns nil for such a request, and the queue thread collects it
+/// through `completeFinished`. The thread sleeps on `completionFD` as well as the kick while any
+/// are in flight, and waits for all of them before it applies a control change or stops. A
+/// handler that never leaves a request in flight implements only `handle` and `queueStopped`.
 public protocol VirtqueueRequestHandler: AnyObject {
     /// Handles one request whose buffers are `chain`, writing guest memory only through
     /// `writer`, and returns the used-ring length (bytes written into device-writable buffers).
     func handle(_ chain: DescriptorChain, writer: GuestMemoryWriter) -> UInt32
+    /// Like `handle`, but may leave the request (ring entry `head`) in flight and return nil.
+    /// `chain` is valid only during the call.
+    func start(_ chain: DescriptorChain, head: UInt16, writer: GuestMemoryWriter) -> UInt32?
+    /// Requests started and not yet returned by `completeFinished`.
+    var inFlightCount: Int { get }
+    /// True if some request in flight may have finished (cheap: the busy-poll loop asks).
+    var hasFinished: Bool { get }
+    /// Completes the requests that finished, calling `complete(head, usedLength)` for each;
+    /// with `waitForAll`, first waits until every request in flight has finished.
+    func completeFinished(writer: GuestMemoryWriter, waitForAll: Bool, _ complete: (UInt16, UInt32) -> Void)
+    /// Readable when a request may have finished, once `armCompletion` returned true.
+    var completionFD: CInt? { get }
+    /// Prepares to sleep on `completionFD`; false if something finished meanwhile (do not sleep).
+    func armCompletion() -> Bool
+    /// After waking.
+    func disarmCompletion()
     /// Called when the queue stops (GET_VRING_BASE) after its last request completed, so the
     /// device can make completed writes durable before the frontend is told the queue is idle.
     func queueStopped()
+}
+
+/// Handlers that complete every request inside `handle`.
+extension VirtqueueRequestHandler {
+    public func start(_ chain: DescriptorChain, head: UInt16, writer: GuestMemoryWriter) -> UInt32? {
+        handle(chain, writer: writer)
+    }
+    public var inFlightCount: Int { 0 }
+    public var hasFinished: Bool { false }
+    public func completeFinished(writer: GuestMemoryWriter, waitForAll: Bool, _ complete: (UInt16, UInt32) -> Void) {}
+    public var completionFD: CInt? { nil }
+    public func armCompletion() -> Bool { true }
+    public func disarmCompletion() {}
 }

@@ -90,15 +90,40 @@ struct QueueRunner {
                 }
                 serve(head: head, logger: logger)
                 if batch.count >= Self.batchMax {
+                    completeFinished()
                     flush()
                     if controlPending() { return }
                 }
             }
+            completeFinished()
             flush()
             if controlPending() { return }
-            if pollNanos > 0, queue!.pollAvailable(nanoseconds: pollNanos) { continue }
+            if handler.inFlightCount > 0 {
+                // Requests in flight: no busy-polling. Their replies need the receiver and
+                // server threads, which a spinning queue thread would keep off a small
+                // machine's CPUs; the thread sleeps on the kick and the completion fd instead.
+                if handler.hasFinished { continue }
+            } else if pollNanos > 0, queue!.pollAvailable(nanoseconds: pollNanos) {
+                continue
+            }
             if !queue!.enableNotifications() { return }
         }
+    }
+
+    /// Publishes the requests the handler finished (out of order, as they complete).
+    mutating func completeFinished(waitForAll: Bool = false) {
+        guard handler.inFlightCount > 0 else { return }
+        handler.completeFinished(writer: writer, waitForAll: waitForAll) { head, length in
+            queue!.addUsed(head: head, length: length, writer: writer)
+            batch.append(head)
+        }
+    }
+
+    /// Completes and publishes every request in flight (before a control change or a stop).
+    mutating func drainInFlight() {
+        guard handler.inFlightCount > 0, queue != nil else { return }
+        completeFinished(waitForAll: true)
+        flush()
     }
 
     /// Handles one request and adds its used element (published by the next `flush`).
@@ -107,7 +132,8 @@ struct QueueRunner {
         do {
             try chain.load(head: head, table: queue!.descriptorTable, queueSize: start.layout.size,
                            memory: writer.memory)
-            length = handler.handle(chain, writer: writer)
+            guard let done = handler.start(chain, head: head, writer: writer) else { return }  // in flight
+            length = done
         } catch {
             // The chain is unusable: no status byte can be trusted. Give the buffers back
             // with length 0 so the driver is not left waiting, and say why — the first few

@@ -109,12 +109,16 @@ public final class VringWorker: Sendable {
         let kickFD = start.kick?.rawValue ?? -1
         var fds = [Poll.readable(wake.rawValue)]
         if kickFD >= 0 { fds.append(Poll.readable(kickFD)) }
+        // Readable when a request the handler left in flight finishes (while armed).
+        if let completionFD = handler.completionFD { fds.append(Poll.readable(completionFD)) }
         // With no kick fd (SET_VRING_KICK's "no fd" flag) the ring is polled every millisecond.
         let timeout: Int32 = kickFD >= 0 ? -1 : 1
         var currentCall = start.call
         while true {
             let state = control.withLock { $0 }
             if state.generation != appliedGen {
+                // Requests in flight finish under the memory map and call fd they started with.
+                runner.drainInFlight()
                 if state.stopRequested { break }
                 do {
                     try runner.apply(memory: state.memory, log: state.log, call: state.call)
@@ -137,16 +141,22 @@ public final class VringWorker: Sendable {
                 runner.processAvailable(logger: logger, pollNanos: pollNanos) {
                     postedGeneration.load(ordering: .acquiring) != appliedGen
                 }
+            } else {
+                runner.drainInFlight()
             }
+            let waitingForCompletions = handler.inFlightCount > 0
+            if waitingForCompletions && !handler.armCompletion() { continue }  // finished meanwhile
             do {
                 _ = try Poll.waitReadable(&fds, timeoutMillis: timeout)
             } catch {
                 logger.error("queue \(index): poll failed: \(error)")
                 break
             }
+            if waitingForCompletions { handler.disarmCompletion() }
             wake.drain()
             if kickFD >= 0 { _ = start.kick?.drain() }
         }
+        runner.drainInFlight()
         handler.queueStopped()
         finalAvail.store(UInt32(runner.queue?.nextAvail ?? start.base), ordering: .releasing)
         stopped.store(true, ordering: .releasing)
