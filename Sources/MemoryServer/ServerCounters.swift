@@ -20,6 +20,7 @@ public final class ServerCounters: Sendable {
     private let requests = Counter()
     private let received = Counter()
     private let sent = Counter()
+    private let authFailures = Counter()
     /// Requests per opcode in `allOpcodes` order; the extra last one counts unknown opcodes.
     private let perOpcode: [Counter]
 
@@ -35,6 +36,8 @@ public final class ServerCounters: Sendable {
     public var bytesReceived: UInt64 { received.current }
     /// Reply bytes sent, headers included.
     public var bytesSent: UInt64 { sent.current }
+    /// AUTH requests refused (`AUTH_FAILED`): clients with another key, or replayed proofs.
+    public var authenticationFailures: UInt64 { authFailures.current }
 
     /// Requests seen with `opcode` (nil: unknown opcodes).
     public func requests(for opcode: Opcode?) -> UInt64 { perOpcode[Self.slot(for: opcode)].current }
@@ -48,6 +51,9 @@ public final class ServerCounters: Sendable {
         received.add(UInt64(requestBytes))
         perOpcode[Self.slot(for: opcode)].add(1)
     }
+
+    /// Counts one refused AUTH.
+    func recordAuthenticationFailure() { authFailures.add(1) }
 
     /// Counts one reply of `replyBytes` (header included).
     func recordReply(replyBytes: Int) { sent.add(UInt64(replyBytes)) }
