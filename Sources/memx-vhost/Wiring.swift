@@ -41,12 +41,14 @@ enum Wiring {
             do {
                 let remote = try RemotePageStore(
                     servers: settings.servers, volume: settings.volume, capacityBytes: settings.device.capacityBytes,
-                    options: .init(cacheBytes: settings.cacheBytes, writeThrough: settings.writeThrough))
+                    options: .init(cacheBytes: settings.cacheBytes, writeThrough: settings.writeThrough,
+                                   connection: ServerConnection.Options(clusterKey: settings.clusterKey)))
                 store = remote
                 storeDescription = """
                     \(settings.servers.count) memory server(s) \(settings.servers.map(\.description).joined(separator: " ")), \
                     lease epoch \(remote.volume.epoch), \(ByteSize.describe(settings.cacheBytes)) cache, \
-                    \(settings.writeThrough ? "write-through" : "write-back")
+                    \(settings.writeThrough ? "write-through" : "write-back")\
+                    \(settings.clusterKey == nil ? "" : ", cluster key proved")
                     """
             } catch {
                 logger.critical("cannot open volume '\(settings.volume)' on the memory servers: \(error)")

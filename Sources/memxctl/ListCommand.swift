@@ -21,7 +21,7 @@ struct ListCommand: ParsableCommand {
 
     func run() throws {
         let servers = global.servers
-        let results = Fanout.run(servers, timeoutMillis: global.timeoutMillis) { (client) throws(ControlError) in
+        let results = Fanout.run(servers, try global.connection()) { (client) throws(ControlError) in
             try Self.records(client)
         }
         var merged: [String: MergedVolume] = [:]
@@ -42,6 +42,7 @@ struct ListCommand: ParsableCommand {
                     .object([("address", .string(server.description)), ("error", .string(error.description))])
                 })),
             ]).print()
+            try Fanout.requireAuthenticated(results)
             return
         }
         var table = TextTable([("NAME", .left), ("SIZE", .right), ("PAGES", .right), ("STORED", .right),
@@ -60,6 +61,7 @@ struct ListCommand: ParsableCommand {
             print("")
             for (_, error) in failures { print("not listed: \(error)") }
         }
+        try Fanout.requireAuthenticated(results)
     }
 
     /// Every volume on the server with its `VOLUME_STAT` (a volume deleted in between is left out).

@@ -30,7 +30,7 @@ struct ServersCommand: ParsableCommand {
 
     func run() throws {
         let servers = global.servers
-        let results = Fanout.run(servers, timeoutMillis: global.timeoutMillis) { (client) throws(ControlError) in
+        let results = Fanout.run(servers, try global.connection()) { (client) throws(ControlError) in
             let stat = try client.serverStat()
             var trips: [Duration] = []
             for _ in 0..<Self.pingCount { trips.append(try client.ping()) }
@@ -41,6 +41,7 @@ struct ServersCommand: ParsableCommand {
         } else {
             Self.table(servers, results)
         }
+        try Fanout.requireAuthenticated(results)
     }
 
     static func json(_ server: TCPAddress, _ result: Result<Report, ControlError>) -> JSONValue {
