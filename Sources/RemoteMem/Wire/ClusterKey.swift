@@ -93,10 +93,13 @@ public struct ClusterKey: Sendable, CustomStringConvertible {
         }
     }
 
-    /// HMAC-SHA256 under the key of the parts, concatenated. Nonces and ids are fixed-length
-    /// (16 bytes), so the concatenation is unambiguous.
-    private func mac(_ parts: [UInt8]...) -> [UInt8] {
-        let message = parts.flatMap { $0 }
+    /// HMAC-SHA256 under the key of the parts, concatenated. Labels are distinct and nonces and
+    /// ids fixed-length (16 bytes), so the concatenation is unambiguous.
+    private func mac(_ parts: [UInt8]...) -> [UInt8] { authenticationCode(of: parts.flatMap { $0 }) }
+
+    /// HMAC-SHA256 of `message` under the key (what the proofs are made of; public so tests can
+    /// check it against RFC 4231's vectors).
+    public func authenticationCode(of message: [UInt8]) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: Self.proofBytes)
         let status = bytes.withUnsafeBytes { key in
             message.withUnsafeBytes { data in
