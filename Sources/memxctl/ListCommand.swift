@@ -12,7 +12,8 @@ struct ListCommand: ParsableCommand {
             (and bytes) stored summed over the servers, the servers holding it, its lease epoch \
             and metadata version (the highest any server reports). A size marked '!' differs \
             between servers (see memxctl stat NAME). Unreachable servers are named below the \
-            table; the exit status is still 0.
+            table; the exit status is still 0 (but 1 if a server's cluster-key handshake \
+            failed: see --key-file).
             """)
 
     @OptionGroup var global: GlobalOptions

@@ -11,7 +11,8 @@ struct ServersCommand: ParsableCommand {
             One row per --server: capacity, used and free memory, use %, volumes, open \
             connections and requests served (both counting memxctl's own), and the median \
             round trip of 5 PINGs in microseconds. An unreachable server is a row saying so, \
-            with the reason below the table; the exit status is still 0.
+            with the reason below the table; the exit status is still 0 (but 1 if a server's \
+            cluster-key handshake failed: see --key-file).
             """)
 
     /// PINGs per server; the median is reported.

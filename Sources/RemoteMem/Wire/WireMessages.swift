@@ -6,7 +6,7 @@
 public enum WireMessages {
     /// Bytes of a HELLO nonce and of a server id.
     public static let nonceBytes = 16
-    /// HELLO reply flag: this server has a cluster key, and answers every request but HELLO and
+    /// HELLO reply flag `AUTH_REQUIRED`: this server has a cluster key, and answers every request but HELLO and
     /// AUTH with `UNAUTHENTICATED` until the client proves it (docs/PROTOCOL.md, "Authentication").
     public static let helloFlagAuthenticationRequired: UInt16 = 1 << 0
 
