@@ -270,7 +270,7 @@ struct AuthenticationTests {
 
     // MARK: - Key files
 
-    @Test("key files: missing, a directory, empty, too short, too long, mode 0644 are refused; one newline is dropped")
+    @Test("key files: missing, a directory, a FIFO, empty, too short, too long, mode 0644 are refused; one newline is dropped")
     func keyFileValidation() throws {
         let directory = try BackendProcess.temporaryDirectory("keys")
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -286,6 +286,9 @@ struct AuthenticationTests {
         let missing = "\(directory)/missing.key"
         #expect(failure(missing) == .unreadable(path: missing, reason: "No such file or directory"))
         #expect(failure(directory) == .notARegularFile(path: directory))
+        let fifo = "\(directory)/fifo.key"
+        #expect(mkfifo(fifo, 0o600) == 0)
+        #expect(failure(fifo) == .notARegularFile(path: fifo), "a FIFO is refused, without waiting for a writer")
         let empty = try Self.writeKeyFile(directory, "empty.key", [])
         #expect(failure(empty) == .empty(path: empty))
         let newlineOnly = try Self.writeKeyFile(directory, "newline.key", [0x0a])

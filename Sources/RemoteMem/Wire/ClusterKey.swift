@@ -33,7 +33,8 @@ public struct ClusterKey: Sendable, CustomStringConvertible {
     /// neither its group nor others may read (mode & 0o077 == 0), of 16 to 4096 bytes once one
     /// trailing newline is dropped (so `echo`-made keys work). Binary keys are fine.
     public init(contentsOf path: String) throws(ClusterKeyError) {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: a FIFO given as the key file must not hang the open (it is refused below).
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw .unreadable(path: path, reason: String(cString: strerror(errno))) }
         defer { close(fd) }
         // fstat of the opened file, not stat of the path: what is checked is what is read.
