@@ -31,7 +31,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
-        .target(name: "CMemxShims"),
+        // libcrypto (OpenSSL, Debian's libssl-dev): HMAC-SHA256 for the wire protocol's AUTH.
+        .target(name: "CMemxShims", linkerSettings: [.linkedLibrary("crypto")]),
         .target(name: "LinuxSystem", dependencies: ["CMemxShims"], swiftSettings: swiftSettings),
         .target(name: "GuestMemory", dependencies: ["LinuxSystem", "CMemxShims"], swiftSettings: swiftSettings),
         .target(name: "Virtio", dependencies: ["GuestMemory"], swiftSettings: swiftSettings),

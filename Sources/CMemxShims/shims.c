@@ -9,6 +9,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <linux/falloc.h>
+#include <limits.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 ssize_t memx_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds) {
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
@@ -96,3 +100,16 @@ void memx_set_thread_name(const char *name) {
 }
 
 int memx_accept_cloexec(int sock) { return accept4(sock, NULL, NULL, SOCK_CLOEXEC); }
+
+int memx_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len, uint8_t *out) {
+    static const uint8_t empty = 0;
+    unsigned int outlen = 0;
+    if (keylen > INT_MAX) return -1;
+    // HMAC() treats a NULL data pointer as "no data" only in some versions; never pass NULL.
+    if (HMAC(EVP_sha256(), key ? key : &empty, (int)keylen, data ? data : &empty, len, out, &outlen) == NULL) return -1;
+    return outlen == MEMX_HMAC_SHA256_BYTES ? 0 : -1;
+}
+
+int memx_constant_time_equal(const void *a, const void *b, size_t len) {
+    return CRYPTO_memcmp(a, b, len) == 0;
+}

@@ -2,9 +2,14 @@ import LinuxSystem
 import Logging
 import RemoteMem
 
-/// The server side of one client connection: its loop, run on its own thread: the HELLO handshake, then frames read,
-/// handled and answered one after another until the peer leaves, sends a malformed frame, or
-/// the server stops (docs/PROTOCOL.md, "Connection").
+/// The server side of one client connection: its loop, run on its own thread: the HELLO handshake
+/// (and AUTH, on a server with a cluster key), then frames read, handled and answered one after
+/// another until the peer leaves, sends a malformed frame, fails AUTH, or the server stops
+/// (docs/PROTOCOL.md, "Connection").
+///
+/// Until the client is authenticated the handshake timeout applies to the whole handshake, not
+/// only to each receive, and requests may carry only small payloads, so a peer without the key
+/// can neither hold a connection slot for long nor make the server read megabytes.
 ///
 /// Buffers are allocated once per connection, not per request: a payload buffer as large as
 /// the largest request (`WireLimits.payloadBytesMax`) and a page buffer for READ replies. They
@@ -13,6 +18,9 @@ import RemoteMem
 final class ClientSession {
     private let handler: RequestHandler
     private let logger: Logger
+    /// The peer's address, for the log line of a failed AUTH.
+    private let peer: String
+    private var handshake = Handshake()
     private let payloadBuffer: MemoryReservation
     private let pageBuffer: MemoryReservation
     /// Request and reply headers (40 bytes each).
@@ -24,11 +32,14 @@ final class ClientSession {
         case peerClosed
         case refused(String)
         case failed(String)
+        /// An AUTH with a wrong proof (another key, or replayed from another connection).
+        case authenticationFailed
     }
 
-    init(handler: RequestHandler, logger: Logger) throws(Errno) {
+    init(handler: RequestHandler, logger: Logger, peer: String) throws(Errno) {
         self.handler = handler
         self.logger = logger
+        self.peer = peer
         payloadBuffer = try MemoryReservation(length: WireLimits.payloadBytesMax)
         pageBuffer = try MemoryReservation(length: Int(WireLimits.pagesPerRequestMax) * WireLimits.pageSize)
     }
@@ -37,7 +48,11 @@ final class ClientSession {
     func serve(_ connection: borrowing TCPConnection) {
         let ending = session(connection)
         switch ending {
+        case .peerClosed where handshake.greeted && !handshake.authenticated:
+            logger.info("connection from \(peer) closed by the client before AUTH (a client without the cluster key?)")
         case .peerClosed: logger.debug("connection closed by the client")
+        case .authenticationFailed:
+            logger.warning("authentication failed from \(peer): its AUTH proof does not match this server's cluster key (another key, or a replay); connection closed")
         case .refused(let why): logger.warning("connection closed: \(why)")
         case .failed(let why): logger.info("connection closed: \(why)")
         }
@@ -50,7 +65,8 @@ final class ClientSession {
         } catch {
             return .failed("setting socket timeouts: \(error)")
         }
-        var greeted = false
+        let handshakeDeadline = ContinuousClock.now.advanced(by: .milliseconds(MemoryServerLimits.handshakeTimeoutMillis))
+        var handshakeDone = false
         while true {
             let header: FrameHeader
             do {
@@ -59,23 +75,23 @@ final class ClientSession {
             } catch let error as FrameError {
                 return .refused(error.description)
             } catch let error as Errno {
-                return error == .wouldBlock ? .failed("no HELLO within \(MemoryServerLimits.handshakeTimeoutMillis) ms")
+                return error == .wouldBlock ? .failed("no \(handshake.greeted ? "AUTH" : "HELLO") within \(MemoryServerLimits.handshakeTimeoutMillis) ms")
                                             : .failed("receive: \(error)")
             } catch {
                 return .failed("\(error)")
             }
-            if !greeted {
-                guard header.opcodeValue == .hello else {
-                    return .refused("first request is opcode \(header.opcode), not HELLO")
-                }
-                greeted = true
-                // Handshake done: an idle client may now keep its connection as long as it likes.
-                try? connection.setTimeouts(receiveMillis: 0, sendMillis: MemoryServerLimits.sendTimeoutMillis)
+            if !handshake.greeted && header.opcodeValue != .hello {
+                return .refused("first request is opcode \(header.opcode), not HELLO")
+            }
+            if !handshakeDone && ContinuousClock.now >= handshakeDeadline {
+                return .refused("not authenticated within \(MemoryServerLimits.handshakeTimeoutMillis) ms")
             }
             let reply: Reply
             do {
                 reply = try payloadBuffer.withBytes(count: Int(header.length)) { payload in
-                    try pageBuffer.withMutableBytes { pages in try handler.handle(header, payload: payload, pageBuffer: pages) }
+                    try pageBuffer.withMutableBytes { pages in
+                        try handler.handle(header, payload: payload, pageBuffer: pages, handshake: &handshake)
+                    }
                 }
             } catch {
                 return .refused("\(Opcode(rawValue: header.opcode).map(String.init(describing:)) ?? "opcode \(header.opcode)"): \(error)")
@@ -85,7 +101,15 @@ final class ClientSession {
             } catch {
                 return .failed("send: \(error)")
             }
-            if reply.closesConnection { return .refused("HELLO with an unsupported magic or version") }
+            if reply.closesConnection {
+                return reply.header.status == WireStatus.authFailed.rawValue
+                    ? .authenticationFailed : .refused("HELLO with an unsupported magic or version")
+            }
+            if !handshakeDone && handshake.authenticated {
+                // Handshake done: an idle client may now keep its connection as long as it likes.
+                handshakeDone = true
+                try? connection.setTimeouts(receiveMillis: 0, sendMillis: MemoryServerLimits.sendTimeoutMillis)
+            }
         }
     }
 
@@ -96,7 +120,9 @@ final class ClientSession {
         guard complete else { return nil }
         let header = headerIn.withUnsafeBytes { FrameHeader.decode($0) }
         // The limit check comes before a single payload byte is read (docs/PROTOCOL.md, "Limits").
-        let limit = FrameDecoder.requestLimit(header)
+        // Before AUTH, a server with a key reads no request payload beyond the small limit.
+        var limit = FrameDecoder.requestLimit(header)
+        if handler.clusterKey != nil && !handshake.authenticated { limit = min(limit, WireLimits.smallPayloadBytesMax) }
         guard Int(header.length) <= limit else {
             throw FrameError.payloadTooLarge(opcode: header.opcode, length: header.length, limit: limit)
         }

@@ -37,14 +37,17 @@ public final class MemoryServer: @unchecked Sendable {
         var finished: [OSThread] = []
     }
 
-    /// Binds `listen` and sets up an arena of `memoryBytes`; `start()` begins serving.
-    public init(listen: TCPAddress, memoryBytes: UInt64, logger: Logger) throws(MemoryServerError) {
+    /// Binds `listen` and sets up an arena of `memoryBytes`; `start()` begins serving. With a
+    /// `clusterKey`, clients must prove it (AUTH) before anything but HELLO is served.
+    public init(listen: TCPAddress, memoryBytes: UInt64, clusterKey: ClusterKey? = nil,
+                logger: Logger) throws(MemoryServerError) {
         let arena = try PageArena(capacityBytes: memoryBytes)
         store = VolumeStore(arena: arena)
         counters = ServerCounters()
         var random = SystemRandomNumberGenerator()
         handler = RequestHandler(store: store, counters: counters,
-                                 serverID: (0..<RequestHandler.identityBytes).map { _ in UInt8.random(in: 0...255, using: &random) })
+                                 serverID: (0..<RequestHandler.identityBytes).map { _ in UInt8.random(in: 0...255, using: &random) },
+                                 clusterKey: clusterKey)
         do {
             listener = try TCPListener(address: listen)
         } catch {
@@ -132,7 +135,7 @@ public final class MemoryServer: @unchecked Sendable {
             thread = try OSThread(name: "memx-conn-\(id)") { [self, sessionLogger] in
                 // The session (and its buffers) is built on, and confined to, its own thread.
                 do {
-                    let session = try ClientSession(handler: handler, logger: sessionLogger)
+                    let session = try ClientSession(handler: handler, logger: sessionLogger, peer: peer)
                     session.serve(socket.connection)
                 } catch {
                     sessionLogger.error("connection dropped: cannot map its buffers: \(error)")

@@ -119,6 +119,8 @@ public final class MetricsResponder: @unchecked Sendable {
         metric("memx_server_received_bytes_total", "counter", "Request bytes received, headers included.",
                [("", counters.bytesReceived)])
         metric("memx_server_sent_bytes_total", "counter", "Reply bytes sent, headers included.", [("", counters.bytesSent)])
+        metric("memx_server_auth_failures_total", "counter", "AUTH requests refused (another key, or a replayed proof).",
+               [("", counters.authenticationFailures)])
         return lines.joined(separator: "\n") + "\n"
     }
 }

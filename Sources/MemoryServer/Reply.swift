@@ -5,7 +5,8 @@ import RemoteMem
 public struct Reply: Equatable, Sendable {
     public var header: FrameHeader
     public var payload: ReplyPayload
-    /// True if the connection ends after this reply (a HELLO this server cannot speak).
+    /// True if the connection ends after this reply (a HELLO this server cannot speak, a failed
+    /// AUTH).
     public var closesConnection: Bool
 
     public init(header: FrameHeader, payload: ReplyPayload = .none, closesConnection: Bool = false) {

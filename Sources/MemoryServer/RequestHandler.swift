@@ -11,44 +11,57 @@ import RemoteMem
 /// - a well-formed request with a bad value (a name with bad characters, a size or page range
 ///   out of bounds, a count over its limit) is answered `INVALID`, and the connection goes on.
 /// An unknown opcode is answered `UNSUPPORTED`.
+///
+/// With a cluster key, every request but HELLO and AUTH is answered `UNAUTHENTICATED` until the
+/// connection's `Handshake` records a good AUTH; a bad AUTH is answered `AUTH_FAILED` and closes
+/// the connection (docs/PROTOCOL.md, "Authentication").
 public struct RequestHandler: Sendable {
     public let store: VolumeStore
     public let counters: ServerCounters
     /// This server's identity, sent in every HELLO reply (16 random bytes per process).
     public let serverID: [UInt8]
+    /// The pool's key (`--key-file`); nil: no AUTH, every client is served after HELLO.
+    public let clusterKey: ClusterKey?
 
     /// Bytes of the server id and of each nonce.
     public static let identityBytes = 16
 
-    public init(store: VolumeStore, counters: ServerCounters, serverID: [UInt8]) {
+    public init(store: VolumeStore, counters: ServerCounters, serverID: [UInt8], clusterKey: ClusterKey? = nil) {
         precondition(serverID.count == Self.identityBytes, "a server id is 16 bytes")
         self.store = store
         self.counters = counters
         self.serverID = serverID
+        self.clusterKey = clusterKey
     }
 
-    /// The reply to `header` with its `payload`. READ pages are written into `pageBuffer`,
-    /// which must hold `WireLimits.pagesPerRequestMax` pages. Throws if the payload is malformed
-    /// (the caller closes the connection and sends nothing).
+    /// The reply to `header` with its `payload`, on the connection whose handshake state is
+    /// `handshake` (HELLO and AUTH update it). READ pages are written into `pageBuffer`, which
+    /// must hold `WireLimits.pagesPerRequestMax` pages. Throws if the payload is malformed (the
+    /// caller closes the connection and sends nothing).
     public func handle(_ header: FrameHeader, payload: UnsafeRawBufferPointer,
-                       pageBuffer: UnsafeMutableRawBufferPointer) throws(FrameError) -> Reply {
+                       pageBuffer: UnsafeMutableRawBufferPointer, handshake: inout Handshake) throws(FrameError) -> Reply {
         precondition(payload.count == Int(header.length), "payload does not match the header")
         counters.recordRequest(header.opcodeValue, requestBytes: FrameHeader.sizeBytes + payload.count)
-        let reply = try reply(to: header, payload: payload, pageBuffer: pageBuffer)
+        let reply = try reply(to: header, payload: payload, pageBuffer: pageBuffer, handshake: &handshake)
         counters.recordReply(replyBytes: reply.wireBytes)
         return reply
     }
 
     private func reply(to header: FrameHeader, payload: UnsafeRawBufferPointer,
-                       pageBuffer: UnsafeMutableRawBufferPointer) throws(FrameError) -> Reply {
-        guard let opcode = header.opcodeValue else { return .status(.unsupported, to: header) }
+                       pageBuffer: UnsafeMutableRawBufferPointer, handshake: inout Handshake) throws(FrameError) -> Reply {
+        let known = header.opcodeValue
+        if clusterKey != nil && !handshake.authenticated && known != .hello && known != .auth {
+            return .status(.unauthenticated, to: header)
+        }
+        guard let opcode = known else { return .status(.unsupported, to: header) }
         switch opcode {
         case .read: return read(header, pageBuffer: pageBuffer)
         case .write: return try write(header, payload: payload)
         case .trim: return outcome(header) { () throws(WireStatus) in
             try store.trim(handle: header.volume, epoch: header.epoch, page: header.page, pageCount: header.pageCount)
         }
-        case .hello: return try hello(header, payload: Array(payload))
+        case .hello: return try hello(header, payload: Array(payload), handshake: &handshake)
+        case .auth: return try auth(header, payload: Array(payload), handshake: &handshake)
         case .ping: return .ok(header, bytes: Array(payload))
         case .serverStat: return serverStat(header)
         default: return try control(opcode, header, PayloadReader(Array(payload)))
@@ -82,35 +95,61 @@ public struct RequestHandler: Sendable {
 
     // MARK: - Connection and server
 
-    private func hello(_ header: FrameHeader, payload: [UInt8]) throws(FrameError) -> Reply {
+    private func hello(_ header: FrameHeader, payload: [UInt8], handshake: inout Handshake) throws(FrameError) -> Reply {
         var reader = PayloadReader(payload)
         let magic = try reader.u64()
         let version = try reader.u16()
+        let serverNonce = WireMessages.randomNonce()
         guard magic == WireLimits.magic, version == WireLimits.version else {
             // Told before the rest is parsed: another version may lay out HELLO differently.
-            var reply = Reply.ok(header, bytes: helloReplyPayload())
+            var reply = Reply.ok(header, bytes: helloReplyPayload(serverNonce: serverNonce))
             reply.header.status = WireStatus.unsupportedVersion.rawValue
             reply.closesConnection = true
             return reply
         }
-        _ = try reader.u16()  // flags: none defined in version 1
+        _ = try reader.u16()  // flags: none defined for requests in version 1
         _ = try reader.u32()  // reserved
-        _ = try reader.raw(Self.identityBytes)  // client nonce: for authentication (issue 4)
+        let clientNonce = try reader.raw(Self.identityBytes)
         try reader.finish()
-        return .ok(header, bytes: helloReplyPayload())
+        // An AUTH proves the key for the nonces of the latest HELLO.
+        handshake.clientNonce = clientNonce
+        handshake.serverNonce = serverNonce
+        if clusterKey == nil { handshake.authenticated = true }
+        return .ok(header, bytes: helloReplyPayload(serverNonce: serverNonce))
     }
 
-    /// magic, version, flags, reserved, server nonce, server id.
-    private func helloReplyPayload() -> [UInt8] {
+    /// magic, version, flags (authentication required if this server has a key), reserved,
+    /// server nonce, server id.
+    private func helloReplyPayload(serverNonce: [UInt8]) -> [UInt8] {
         var writer = PayloadWriter()
         writer.u64(WireLimits.magic)
         writer.u16(WireLimits.version)
-        writer.u16(0)
+        writer.u16(clusterKey == nil ? 0 : WireMessages.helloFlagAuthenticationRequired)
         writer.u32(0)
-        var random = SystemRandomNumberGenerator()
-        writer.raw((0..<Self.identityBytes).map { _ in UInt8.random(in: 0...255, using: &random) })
+        writer.raw(serverNonce)
         writer.raw(serverID)
         return writer.bytes
+    }
+
+    /// AUTH: the client's proof must be HMAC(key, "memx-auth-client" ‖ client nonce ‖ server
+    /// nonce ‖ server id) for this connection's latest HELLO; the reply proves the key back.
+    /// A server without a key answers `UNSUPPORTED` (it has nothing to prove); a second AUTH
+    /// after a good one is `INVALID`.
+    private func auth(_ header: FrameHeader, payload: [UInt8], handshake: inout Handshake) throws(FrameError) -> Reply {
+        guard let clusterKey else { return .status(.unsupported, to: header) }
+        let proof = try WireMessages.authProof(payload)
+        guard !handshake.authenticated else { return .status(.invalid, to: header) }
+        guard let clientNonce = handshake.clientNonce, let serverNonce = handshake.serverNonce,
+              ClusterKey.proofsMatch(proof, clusterKey.clientProof(clientNonce: clientNonce, serverNonce: serverNonce,
+                                                                   serverID: serverID))
+        else {
+            counters.recordAuthenticationFailure()
+            var reply = Reply.status(.authFailed, to: header)
+            reply.closesConnection = true
+            return reply
+        }
+        handshake.authenticated = true
+        return .ok(header, bytes: clusterKey.serverProof(clientNonce: clientNonce, serverNonce: serverNonce, serverID: serverID))
     }
 
     private func serverStat(_ header: FrameHeader) -> Reply {

@@ -13,13 +13,14 @@ public final class ServerCounters: Sendable {
     }
 
     /// Every opcode of protocol version 1, in code order.
-    public static let allOpcodes: [Opcode] = [.hello, .ping, .serverStat, .volumeCreate, .volumeOpen, .volumeClose,
+    public static let allOpcodes: [Opcode] = [.hello, .ping, .serverStat, .auth, .volumeCreate, .volumeOpen, .volumeClose,
                                               .volumeDelete, .volumeStat, .volumeList, .metadataPut, .read, .write, .trim]
 
     private let connections = Atomic<Int>(0)
     private let requests = Counter()
     private let received = Counter()
     private let sent = Counter()
+    private let authFailures = Counter()
     /// Requests per opcode in `allOpcodes` order; the extra last one counts unknown opcodes.
     private let perOpcode: [Counter]
 
@@ -35,6 +36,8 @@ public final class ServerCounters: Sendable {
     public var bytesReceived: UInt64 { received.current }
     /// Reply bytes sent, headers included.
     public var bytesSent: UInt64 { sent.current }
+    /// AUTH requests refused (`AUTH_FAILED`): clients with another key, or replayed proofs.
+    public var authenticationFailures: UInt64 { authFailures.current }
 
     /// Requests seen with `opcode` (nil: unknown opcodes).
     public func requests(for opcode: Opcode?) -> UInt64 { perOpcode[Self.slot(for: opcode)].current }
@@ -48,6 +51,9 @@ public final class ServerCounters: Sendable {
         received.add(UInt64(requestBytes))
         perOpcode[Self.slot(for: opcode)].add(1)
     }
+
+    /// Counts one refused AUTH.
+    func recordAuthenticationFailure() { authFailures.add(1) }
 
     /// Counts one reply of `replyBytes` (header included).
     func recordReply(replyBytes: Int) { sent.add(UInt64(replyBytes)) }

@@ -20,7 +20,13 @@ struct MemxServerCommand: ParsableCommand {
             on (with --listen HOST:0 the kernel picks the port). SIGTERM or SIGINT stop it \
             cleanly: every connection is closed and the process exits 0.
 
-            The protocol has no authentication yet: listen only on a trusted network.
+            With --key-file, only clients proving the same cluster key are served: after HELLO, \
+            client and server each prove the key with an HMAC over both sides' fresh nonces (the \
+            key never crosses the wire); everything else is answered UNAUTHENTICATED, and a \
+            failed AUTH closes the connection with a log line naming the peer. Make a key with \
+            `head -c 32 /dev/urandom > memx.key; chmod 600 memx.key` and give every server, \
+            memx-vhost and memxctl of the pool the same file. Authentication is not encryption: \
+            page data travels in the clear, so keep the pool on a trusted network or a tunnel.
 
             Exit status: 0 after a clean stop, 1 on a runtime error, 2 on bad flags.
             """)
@@ -35,6 +41,12 @@ struct MemxServerCommand: ParsableCommand {
 
     @Option(help: ArgumentHelp("Serve Prometheus text metrics at http://ADDRESS/metrics.", valueName: "address"))
     var metricsListen: String?
+
+    @Option(help: ArgumentHelp("""
+        The cluster key clients must prove (16 to 4096 bytes, mode 600); without it any client \
+        that reaches the port is served.
+        """, valueName: "file"))
+    var keyFile: String?
 
     @Option(help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error or critical.", valueName: "level"))
     var logLevel: String = "info"
@@ -63,7 +75,16 @@ struct MemxServerCommand: ParsableCommand {
         guard let level = Logger.Level(rawValue: logLevel.lowercased()) else {
             throw ValidationError("--log-level '\(logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
         }
-        return ServerSettings(listen: address, memoryBytes: bytes, metricsListen: metricsAddress, logLevel: level)
+        var clusterKey: ClusterKey?
+        if let keyFile {
+            do {
+                clusterKey = try ClusterKey(contentsOf: keyFile)
+            } catch {
+                throw ValidationError("--key-file: \(error)")
+            }
+        }
+        return ServerSettings(listen: address, memoryBytes: bytes, metricsListen: metricsAddress, clusterKey: clusterKey,
+                              logLevel: level)
     }
 
     func run() throws {
@@ -76,5 +97,7 @@ struct ServerSettings {
     var listen: TCPAddress
     var memoryBytes: UInt64
     var metricsListen: TCPAddress?
+    /// Clients must prove this key (AUTH); nil: no authentication.
+    var clusterKey: ClusterKey?
     var logLevel: Logger.Level
 }

@@ -25,7 +25,8 @@ enum Wiring {
         let server: MemoryServer
         let metrics: MetricsResponder?
         do {
-            server = try MemoryServer(listen: settings.listen, memoryBytes: settings.memoryBytes, logger: logger)
+            server = try MemoryServer(listen: settings.listen, memoryBytes: settings.memoryBytes,
+                                      clusterKey: settings.clusterKey, logger: logger)
             metrics = try settings.metricsListen.map { address throws(MemoryServerError) in
                 try MetricsResponder(listen: address, server: server, logger: logger)
             }
@@ -38,7 +39,8 @@ enum Wiring {
         logger.info("""
             listening on \(server.address) with \(ByteSize.describe(settings.memoryBytes)) to lend \
             (\(server.store.arena.capacityFrames) frames of 4 KiB)\
-            \(metrics.map { ", metrics on http://\($0.address)/metrics" } ?? "")
+            \(metrics.map { ", metrics on http://\($0.address)/metrics" } ?? ""), \
+            \(settings.clusterKey == nil ? "no authentication (no --key-file)" : "clients must prove the cluster key")
             """)
         let signal = waitForSignal(signals)
         logger.info("stopping on signal \(signal)")

@@ -57,6 +57,12 @@ struct MemxVhostCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Page cache size with memory servers (K/M/G/T), at least 1M.", valueName: "size"))
     var cache: String?
 
+    @Option(help: ArgumentHelp("""
+        The memory servers' cluster key (16 to 4096 bytes, mode 600): proved to every --server, \
+        which must prove it back, on every connect and reconnect. Needs --server.
+        """, valueName: "file"))
+    var keyFile: String?
+
     @Flag(help: """
         With memory servers: complete a write only once the servers acknowledged it (slower \
         writes; the cache then never holds data the servers lack).
@@ -123,6 +129,17 @@ struct MemxVhostCommand: ParsableCommand {
         if addresses.isEmpty && (cache != nil || writeThrough || writeBack) {
             throw ValidationError("--cache, --write-through and --write-back need at least one --server")
         }
+        if addresses.isEmpty && keyFile != nil {
+            throw ValidationError("--key-file needs at least one --server (the embedded pool has no servers to authenticate)")
+        }
+        var clusterKey: ClusterKey?
+        if let keyFile {
+            do {
+                clusterKey = try ClusterKey(contentsOf: keyFile)
+            } catch {
+                throw ValidationError("--key-file: \(error)")
+            }
+        }
         if writeThrough && writeBack { throw ValidationError("--write-through and --write-back exclude each other") }
         var cacheBytes: UInt64 = RemotePageStore.Options().cacheBytes
         if let cache {
@@ -133,7 +150,7 @@ struct MemxVhostCommand: ParsableCommand {
         }
         if let why = device.validationError() { throw ValidationError("--\(Self.flag(for: why)) \(why)") }
         return Settings(socketPath: socket, volume: volumeName, poolDirectory: poolDirectory, device: device,
-                        servers: addresses, cacheBytes: cacheBytes, writeThrough: writeThrough,
+                        servers: addresses, clusterKey: clusterKey, cacheBytes: cacheBytes, writeThrough: writeThrough,
                         pollMicroseconds: pollUs, logLevel: level)
     }
 
@@ -164,6 +181,8 @@ struct Settings {
     var device: BlockDeviceConfiguration
     /// Memory servers; empty = the embedded pool.
     var servers: [TCPAddress]
+    /// The key every server connection proves (and expects proved back); nil: none.
+    var clusterKey: ClusterKey?
     var cacheBytes: UInt64
     var writeThrough: Bool
     var pollMicroseconds: Int

@@ -42,6 +42,7 @@ enum Wiring {
                 let remote = try RemotePageStore(
                     servers: settings.servers, volume: settings.volume, capacityBytes: settings.device.capacityBytes,
                     options: .init(cacheBytes: settings.cacheBytes, writeThrough: settings.writeThrough,
+                                   connection: ServerConnection.Options(clusterKey: settings.clusterKey),
                                    cacheDirectory: settings.poolDirectory))
                 if remote.cache.memory.recoveredPages > 0 {
                     logger.notice("""
@@ -53,7 +54,8 @@ enum Wiring {
                 storeDescription = """
                     \(settings.servers.count) memory server(s) \(settings.servers.map(\.description).joined(separator: " ")), \
                     lease epoch \(remote.volume.epoch), \(ByteSize.describe(settings.cacheBytes)) cache in \(remote.cache.memory.path ?? "memory"), \
-                    \(settings.writeThrough ? "write-through" : "write-back")
+                    \(settings.writeThrough ? "write-through" : "write-back")\
+                    \(settings.clusterKey == nil ? "" : ", cluster key proved")
                     """
             } catch {
                 logger.critical("cannot open volume '\(settings.volume)' on the memory servers: \(error)")

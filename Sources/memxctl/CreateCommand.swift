@@ -32,7 +32,8 @@ struct CreateCommand: ParsableCommand {
     func run() throws {
         let sizeBytes = try VolumeArguments.size(size)
         let servers = global.servers
-        let lookup = VolumeLookup(name: name, servers: servers, timeoutMillis: global.timeoutMillis)
+        let connection = try global.connection()
+        let lookup = VolumeLookup(name: name, servers: servers, connection: connection)
         try lookup.requireEveryServer(toChange: "create")
         let present = lookup.present
         guard present.isEmpty else {
@@ -41,7 +42,7 @@ struct CreateCommand: ParsableCommand {
                                  + "(size \(sizes.joined(separator: ", "))); nothing was changed")
         }
         let name = self.name
-        let results = Fanout.run(servers, timeoutMillis: global.timeoutMillis) { (client) throws(ControlError) in
+        let results = Fanout.run(servers, connection) { (client) throws(ControlError) in
             try client.volumeCreate(name, sizeBytes: sizeBytes)
         }
         let failures = zip(servers, results).compactMap { server, result -> ControlError? in
@@ -52,7 +53,7 @@ struct CreateCommand: ParsableCommand {
             try rollBack(created: zip(servers, results).compactMap { server, result in
                 guard case .success = result else { return nil }
                 return server
-            }, failures: failures)
+            }, failures: failures, connection: connection)
         }
         if global.json {
             JSONValue.object([
@@ -66,11 +67,12 @@ struct CreateCommand: ParsableCommand {
     }
 
     /// Deletes the volume from the servers that created it, then throws the failure.
-    private func rollBack(created: [TCPAddress], failures: [ControlError]) throws(CommandFailure) -> Never {
+    private func rollBack(created: [TCPAddress], failures: [ControlError],
+                          connection: Fanout.Connection) throws(CommandFailure) -> Never {
         let name = self.name
         var message = "cannot create volume '\(name)': " + failures.map(\.description).joined(separator: "; ")
         if !created.isEmpty {
-            let undone = Fanout.run(created, timeoutMillis: global.timeoutMillis) { (client) throws(ControlError) in
+            let undone = Fanout.run(created, connection) { (client) throws(ControlError) in
                 try client.volumeDelete(name)
             }
             let left = zip(created, undone).compactMap { server, result -> String? in

@@ -24,12 +24,13 @@ struct DeleteCommand: ParsableCommand {
     }
 
     func run() throws {
-        let lookup = VolumeLookup(name: name, servers: global.servers, timeoutMillis: global.timeoutMillis)
+        let connection = try global.connection()
+        let lookup = VolumeLookup(name: name, servers: global.servers, connection: connection)
         try lookup.requireEveryServer(toChange: "delete")
         let holders = lookup.present.map(\.server)
         guard !holders.isEmpty else { throw CommandFailure("volume '\(name)' not found on any server") }
         let name = self.name
-        let results = Fanout.run(holders, timeoutMillis: global.timeoutMillis) { (client) throws(ControlError) in
+        let results = Fanout.run(holders, connection) { (client) throws(ControlError) in
             do throws(ControlError) {
                 try client.volumeDelete(name)
                 return true

@@ -5,9 +5,15 @@ import Synchronization
 /// Runs one query against every server at once, a thread and a `ControlClient` per server, so
 /// unreachable servers cost one timeout in total rather than one each.
 enum Fanout {
-    /// Connects to each of `servers` (HELLO included) and runs `query` on the connection;
-    /// returns each server's result in the order of `servers`.
-    static func run<T: Sendable>(_ servers: [TCPAddress], timeoutMillis: Int,
+    /// How each connection is made: the timeout and the cluster key (--timeout, --key-file).
+    struct Connection: Sendable {
+        var timeoutMillis: Int
+        var clusterKey: ClusterKey?
+    }
+
+    /// Connects to each of `servers` (HELLO and AUTH included) and runs `query` on the
+    /// connection; returns each server's result in the order of `servers`.
+    static func run<T: Sendable>(_ servers: [TCPAddress], _ connection: Connection,
                                  _ query: @escaping @Sendable (ControlClient) throws(ControlError) -> T)
         -> [Result<T, ControlError>] {
         let results = Results<T>(count: servers.count)
@@ -16,7 +22,8 @@ enum Fanout {
             let work: @Sendable () -> Void = {
                 let result: Result<T, ControlError>
                 do throws(ControlError) {
-                    let client = try ControlClient(connectingTo: server, timeoutMillis: timeoutMillis)
+                    let client = try ControlClient(connectingTo: server, timeoutMillis: connection.timeoutMillis,
+                                                   clusterKey: connection.clusterKey)
                     defer { client.close() }
                     result = .success(try query(client))
                 } catch {
@@ -34,6 +41,19 @@ enum Fanout {
         }
         for thread in threads { thread.join() }
         return results.all()
+    }
+
+    /// Throws a `CommandFailure` (exit status 1) naming every server whose cluster-key handshake
+    /// failed. Commands that report unreachable servers and still exit 0 (servers, list, stat)
+    /// call it after their output: a wrong or missing key is a configuration error to fix, not
+    /// an outage to tolerate.
+    static func requireAuthenticated<T>(_ results: [Result<T, ControlError>]) throws(CommandFailure) {
+        let failures = results.compactMap { result -> ControlError? in
+            guard case .failure(let error) = result, case .authenticationFailed = error else { return nil }
+            return error
+        }
+        guard !failures.isEmpty else { return }
+        throw CommandFailure(failures.map(\.description).joined(separator: "; "))
     }
 
     /// The results being collected, one slot per server.

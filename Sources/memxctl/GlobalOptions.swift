@@ -1,8 +1,9 @@
 import ArgumentParser
 import LinuxSystem
+import RemoteMem
 
-/// The options every subcommand takes (before or after its name): the servers, JSON output and
-/// the timeout.
+/// The options every subcommand takes (before or after its name): the servers, JSON output,
+/// the timeout and the cluster key.
 struct GlobalOptions: ParsableArguments {
     @Option(name: .customLong("server"),
             help: ArgumentHelp("A memory server of the pool, HOST:PORT or [V6]:PORT; repeat for each server.",
@@ -15,6 +16,12 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .customLong("timeout"),
             help: ArgumentHelp("Milliseconds to wait for a server to connect or answer.", valueName: "ms"))
     var timeoutMillis: Int = 2000
+
+    @Option(help: ArgumentHelp("""
+        The servers' cluster key (16 to 4096 bytes, mode 600), for servers started with \
+        --key-file; each server must prove it back.
+        """, valueName: "file"))
+    var keyFile: String?
 
     /// The servers, parsed (validated in `validate`).
     var servers: [TCPAddress] { serverTexts.compactMap { TCPAddress(parsing: $0) } }
@@ -30,6 +37,22 @@ struct GlobalOptions: ParsableArguments {
         guard (1...600_000).contains(timeoutMillis) else {
             throw ValidationError("--timeout must be 1 to 600000 ms, not \(timeoutMillis)")
         }
+        _ = try clusterKey()
+    }
+
+    /// The key of --key-file, read and checked (nil without --key-file).
+    func clusterKey() throws(ValidationError) -> ClusterKey? {
+        guard let keyFile else { return nil }
+        do {
+            return try ClusterKey(contentsOf: keyFile)
+        } catch {
+            throw ValidationError("--key-file: \(error)")
+        }
+    }
+
+    /// How to connect to each server: the timeout and the key.
+    func connection() throws(ValidationError) -> Fanout.Connection {
+        Fanout.Connection(timeoutMillis: timeoutMillis, clusterKey: try clusterKey())
     }
 
     /// Throws unless at least one --server was given.

@@ -12,7 +12,8 @@ struct ListCommand: ParsableCommand {
             (and bytes) stored summed over the servers, the servers holding it, its lease epoch \
             and metadata version (the highest any server reports). A size marked '!' differs \
             between servers (see memxctl stat NAME). Unreachable servers are named below the \
-            table; the exit status is still 0.
+            table; the exit status is still 0 (but 1 if a server's cluster-key handshake \
+            failed: see --key-file).
             """)
 
     @OptionGroup var global: GlobalOptions
@@ -21,7 +22,7 @@ struct ListCommand: ParsableCommand {
 
     func run() throws {
         let servers = global.servers
-        let results = Fanout.run(servers, timeoutMillis: global.timeoutMillis) { (client) throws(ControlError) in
+        let results = Fanout.run(servers, try global.connection()) { (client) throws(ControlError) in
             try Self.records(client)
         }
         var merged: [String: MergedVolume] = [:]
@@ -42,6 +43,7 @@ struct ListCommand: ParsableCommand {
                     .object([("address", .string(server.description)), ("error", .string(error.description))])
                 })),
             ]).print()
+            try Fanout.requireAuthenticated(results)
             return
         }
         var table = TextTable([("NAME", .left), ("SIZE", .right), ("PAGES", .right), ("STORED", .right),
@@ -60,6 +62,7 @@ struct ListCommand: ParsableCommand {
             print("")
             for (_, error) in failures { print("not listed: \(error)") }
         }
+        try Fanout.requireAuthenticated(results)
     }
 
     /// Every volume on the server with its `VOLUME_STAT` (a volume deleted in between is left out).

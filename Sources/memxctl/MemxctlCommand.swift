@@ -6,7 +6,7 @@ struct MemxctlCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "memxctl",
         abstract: "Create, list, inspect and delete MemX volumes; show each memory server's capacity and load.",
-        usage: "memxctl --server HOST:PORT [--server HOST:PORT ...] [--json] <subcommand> [arguments]",
+        usage: "memxctl --server HOST:PORT [--server HOST:PORT ...] [--key-file FILE] [--json] <subcommand> [arguments]",
         discussion: """
             memxctl talks to memx-server daemons (docs/PROTOCOL.md) directly: give every server \
             of the pool with --server (repeatable). A volume lives on every server of its pool, \
@@ -16,7 +16,8 @@ struct MemxctlCommand: ParsableCommand {
             changed by an outage.
 
             servers and list report unreachable servers (in the table and in the JSON) and still \
-            exit 0. Human tables go to stdout; --json prints one JSON document instead. Sizes \
+            exit 0. Servers started with --key-file need the same key here (--key-file); a wrong \
+            or missing key is an error (exit 1) for every subcommand. Human tables go to stdout; --json prints one JSON document instead. Sizes \
             take K, M, G or T suffixes (binary units).
 
             Examples:

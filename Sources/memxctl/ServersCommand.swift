@@ -11,7 +11,8 @@ struct ServersCommand: ParsableCommand {
             One row per --server: capacity, used and free memory, use %, volumes, open \
             connections and requests served (both counting memxctl's own), and the median \
             round trip of 5 PINGs in microseconds. An unreachable server is a row saying so, \
-            with the reason below the table; the exit status is still 0.
+            with the reason below the table; the exit status is still 0 (but 1 if a server's \
+            cluster-key handshake failed: see --key-file).
             """)
 
     /// PINGs per server; the median is reported.
@@ -30,7 +31,7 @@ struct ServersCommand: ParsableCommand {
 
     func run() throws {
         let servers = global.servers
-        let results = Fanout.run(servers, timeoutMillis: global.timeoutMillis) { (client) throws(ControlError) in
+        let results = Fanout.run(servers, try global.connection()) { (client) throws(ControlError) in
             let stat = try client.serverStat()
             var trips: [Duration] = []
             for _ in 0..<Self.pingCount { trips.append(try client.ping()) }
@@ -41,6 +42,7 @@ struct ServersCommand: ParsableCommand {
         } else {
             Self.table(servers, results)
         }
+        try Fanout.requireAuthenticated(results)
     }
 
     static func json(_ server: TCPAddress, _ result: Result<Report, ControlError>) -> JSONValue {

@@ -23,7 +23,7 @@ struct StatCommand: ParsableCommand {
     }
 
     func run() throws {
-        let lookup = VolumeLookup(name: name, servers: global.servers, timeoutMillis: global.timeoutMillis)
+        let lookup = VolumeLookup(name: name, servers: global.servers, connection: try global.connection())
         let present = lookup.present
         guard !present.isEmpty else {
             let failures = lookup.failures
@@ -38,6 +38,7 @@ struct StatCommand: ParsableCommand {
         } else {
             table(lookup, merged)
         }
+        try Fanout.requireAuthenticated(lookup.results)
     }
 
     private func json(_ lookup: VolumeLookup, _ merged: MergedVolume) -> JSONValue {

@@ -10,10 +10,10 @@ struct VolumeLookup {
     let results: [Result<ControlClient.VolumeStat?, ControlError>]
 
     /// Asks every server at once.
-    init(name: String, servers: [TCPAddress], timeoutMillis: Int) {
+    init(name: String, servers: [TCPAddress], connection: Fanout.Connection) {
         self.name = name
         self.servers = servers
-        results = Fanout.run(servers, timeoutMillis: timeoutMillis) { (client) throws(ControlError) in
+        results = Fanout.run(servers, connection) { (client) throws(ControlError) in
             do throws(ControlError) {
                 return try client.volumeStat(name)
             } catch where error.status == .notFound {

@@ -486,6 +486,7 @@ struct MemoryServerTests {
     func handlerWithoutSockets() throws {
         let store = VolumeStore(arena: try PageArena(capacityBytes: 1 << 20))
         let handler = RequestHandler(store: store, counters: ServerCounters(), serverID: [UInt8](repeating: 1, count: 16))
+        var handshake = Handshake()
         try store.create(name: "pure", sizeBytes: 8 * 4096)
         let volume = try store.open(name: "pure", minimumEpoch: 0)
         var pageBuffer = [UInt8](repeating: 0xff, count: Int(WireLimits.pagesPerRequestMax) * 4096)
@@ -493,11 +494,11 @@ struct MemoryServerTests {
         let write = FrameHeader(length: UInt32(data.count), opcode: .write, requestID: 1, volume: volume.handle,
                                 pageCount: 2, epoch: volume.epoch, page: 3)
         let written = try data.withUnsafeBytes { payload in
-            try pageBuffer.withUnsafeMutableBytes { try handler.handle(write, payload: payload, pageBuffer: $0) }
+            try pageBuffer.withUnsafeMutableBytes { try handler.handle(write, payload: payload, pageBuffer: $0, handshake: &handshake) }
         }
         #expect(written == Reply.status(.ok, to: write))
         let read = FrameHeader(opcode: .read, requestID: 2, volume: volume.handle, pageCount: 3, epoch: volume.epoch, page: 2)
-        let answer = try pageBuffer.withUnsafeMutableBytes { try handler.handle(read, payload: UnsafeRawBufferPointer(start: nil, count: 0), pageBuffer: $0) }
+        let answer = try pageBuffer.withUnsafeMutableBytes { try handler.handle(read, payload: UnsafeRawBufferPointer(start: nil, count: 0), pageBuffer: $0, handshake: &handshake) }
         #expect(answer.payload == .pageBuffer(count: 3 * 4096) && answer.header.length == 3 * 4096)
         #expect(Array(pageBuffer[..<4096]) == [UInt8](repeating: 0, count: 4096))
         #expect(Array(pageBuffer[4096..<(3 * 4096)]) == data)
@@ -505,7 +506,7 @@ struct MemoryServerTests {
                                 epoch: volume.epoch, page: 0)
         #expect(throws: FrameError.self) {
             try data[..<4096].withUnsafeBytes { payload in
-                try pageBuffer.withUnsafeMutableBytes { try handler.handle(short, payload: payload, pageBuffer: $0) }
+                try pageBuffer.withUnsafeMutableBytes { try handler.handle(short, payload: payload, pageBuffer: $0, handshake: &handshake) }
             }
         }
         #expect(store.arena.usedFrames == 2)

@@ -49,4 +49,16 @@ int memx_accept_cloexec(int sock);
 /// Thread naming for ps/top (pthread_setname_np is a GNU extension).
 void memx_set_thread_name(const char *name);
 
+/// Bytes of an HMAC-SHA256 tag.
+#define MEMX_HMAC_SHA256_BYTES 32
+
+/// HMAC-SHA256 of data under key, written to out[0..32): the wire protocol's AUTH proofs
+/// (libcrypto's HMAC; its headers stay out of this header so Swift never imports OpenSSL).
+/// Returns 0, or -1 if libcrypto failed or keylen is over INT_MAX.
+int memx_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len, uint8_t *out);
+
+/// Constant-time comparison of len bytes (libcrypto's CRYPTO_memcmp): a MAC check must not
+/// tell an attacker how many leading bytes were right. Returns 1 if equal, 0 otherwise.
+int memx_constant_time_equal(const void *a, const void *b, size_t len);
+
 #endif

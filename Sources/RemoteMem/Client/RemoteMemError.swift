@@ -13,6 +13,9 @@ public enum RemoteMemError: Error, Equatable, Sendable, CustomStringConvertible 
     case connectionLost(server: String, reason: String)
     /// The server broke the protocol (a reply that does not match its request).
     case protocolViolation(server: String, reason: String)
+    /// The cluster-key handshake failed (a missing or wrong key on either side, or a server
+    /// that cannot prove the key); retrying cannot help until a key file changes.
+    case authenticationFailed(server: String, AuthenticationError)
     /// `FULL`: the server has no free frame; nothing of the write was applied.
     case full(server: String)
     /// `FENCED`: another backend opened the volume with a newer lease epoch.
@@ -36,7 +39,7 @@ public enum RemoteMemError: Error, Equatable, Sendable, CustomStringConvertible 
         switch self {
         case .unreachable, .timedOut, .connectionLost: true
         case .refused(_, _, let status): status == .internalError
-        case .full, .fenced, .protocolViolation, .geometryMismatch, .corruptMetadata, .cacheFile, .invalidArgument, .closed: false
+        case .full, .fenced, .protocolViolation, .authenticationFailed, .geometryMismatch, .corruptMetadata, .cacheFile, .invalidArgument, .closed: false
         }
     }
 
@@ -50,6 +53,7 @@ public enum RemoteMemError: Error, Equatable, Sendable, CustomStringConvertible 
         case .timedOut: .io(errno: ETIMEDOUT, operation: description)
         case .unreachable, .connectionLost, .closed: .io(errno: ECONNRESET, operation: description)
         case .cacheFile(let why): .busy(why)
+        case .authenticationFailed: .io(errno: EACCES, operation: description)
         case .protocolViolation, .refused, .invalidArgument: .io(errno: EIO, operation: description)
         }
     }
@@ -60,6 +64,7 @@ public enum RemoteMemError: Error, Equatable, Sendable, CustomStringConvertible 
         case .timedOut(let server, let operation, let ms): "\(operation) to memory server \(server) timed out after \(ms) ms"
         case .connectionLost(let server, let reason): "connection to memory server \(server) lost: \(reason)"
         case .protocolViolation(let server, let reason): "memory server \(server) broke the protocol: \(reason)"
+        case .authenticationFailed(let server, let why): "authentication with memory server \(server) failed: \(why)"
         case .full(let server): "memory server \(server) is full (no free frame for the write)"
         case .fenced(let server, let volume, let epoch):
             "volume '\(volume)' was opened by another backend: lease epoch \(epoch) is fenced on \(server)"

@@ -20,15 +20,20 @@ public final class ServerConnection: @unchecked Sendable {
     // `backoffMillis`) is guarded by `lock`; the socket is written only under `sendLock` and
     // read only by the link's receiver thread.
 
-    /// Timeouts of one connection.
+    /// Timeouts and the cluster key of one connection.
     public struct Options: Sendable {
         public var requestTimeoutMillis: Int
         public var connectTimeoutMillis: Int
+        /// The pool's key (`--key-file`): proved to the server, and the server must prove it
+        /// back, on every connect and reconnect. Nil: the server must not want one.
+        public var clusterKey: ClusterKey?
 
         public init(requestTimeoutMillis: Int = ClientLimits.requestTimeoutMillisDefault,
-                    connectTimeoutMillis: Int = ClientLimits.connectTimeoutMillisDefault) {
+                    connectTimeoutMillis: Int = ClientLimits.connectTimeoutMillisDefault,
+                    clusterKey: ClusterKey? = nil) {
             self.requestTimeoutMillis = requestTimeoutMillis
             self.connectTimeoutMillis = connectTimeoutMillis
+            self.clusterKey = clusterKey
         }
     }
 
@@ -81,8 +86,9 @@ public final class ServerConnection: @unchecked Sendable {
     private var asyncOutstanding = 0
     private var asyncUsed = false
 
-    /// Connects, says HELLO and starts the receiver and maintenance threads. Throws
-    /// `.unreachable` if the server cannot be reached or does not speak version 1.
+    /// Connects, says HELLO (and AUTH, see `handshake`) and starts the receiver and maintenance
+    /// threads. Throws `.unreachable` if the server cannot be reached or does not speak version
+    /// 1, `.authenticationFailed` if the cluster keys do not match.
     public init(address: TCPAddress, options: Options = Options()) throws(RemoteMemError) {
         self.address = address
         self.options = options
@@ -499,35 +505,28 @@ public final class ServerConnection: @unchecked Sendable {
         }
     }
 
-    /// Connects to `address` and exchanges HELLO; returns the new link (generation unset).
+    /// Connects to `address` and exchanges HELLO, then, if either side has a cluster key, AUTH
+    /// (both sides prove the key; `ClientAuthentication`); returns the new link (generation
+    /// unset). Reconnects come here too, so every connection is authenticated afresh.
     static func handshake(_ address: TCPAddress, _ options: Options) throws(RemoteMemError) -> Link {
         let server = address.description
         do {
             let connection = try TCPConnection(connectingTo: address, timeoutMillis: Int32(options.connectTimeoutMillis))
             try connection.setTimeouts(receiveMillis: options.connectTimeoutMillis, sendMillis: options.connectTimeoutMillis)
-            var nonce = [UInt8](repeating: 0, count: WireMessages.nonceBytes)
-            var generator = SystemRandomNumberGenerator()
-            for i in nonce.indices { nonce[i] = UInt8.random(in: 0...255, using: &generator) }
-            let payload = WireMessages.hello(nonce: nonce)
-            let request = FrameHeader(length: UInt32(payload.count), opcode: .hello, requestID: 0)
-            try request.bytes.withUnsafeBytes { head in
-                try payload.withUnsafeBytes { body in try connection.send(head, body) }
-            }
-            var headerBytes = [UInt8](repeating: 0, count: FrameHeader.sizeBytes)
-            try headerBytes.withUnsafeMutableBytes { bytes in try connection.receiveExactly(into: bytes) }
-            let reply = headerBytes.withUnsafeBytes { FrameHeader.decode($0) }
-            guard reply.opcode == Opcode.hello.rawValue, Int(reply.length) <= WireLimits.smallPayloadBytesMax else {
-                throw RemoteMemError.protocolViolation(server: server, reason: "bad HELLO reply header")
-            }
+            let nonce = WireMessages.randomNonce()
+            let (reply, body) = try exchange(.hello, payload: WireMessages.hello(nonce: nonce), on: connection, server: server)
             guard reply.status == WireStatus.ok.rawValue else {
                 throw RemoteMemError.unreachable(server: server,
                                                  reason: "HELLO refused: \(reply.statusValue?.description ?? "status \(reply.status)")")
             }
-            var body = [UInt8](repeating: 0, count: Int(reply.length))
-            try body.withUnsafeMutableBytes { bytes in try connection.receiveExactly(into: bytes) }
             let hello = try HelloReply(body)
             guard hello.version == WireLimits.version else {
                 throw RemoteMemError.unreachable(server: server, reason: "server speaks protocol version \(hello.version)")
+            }
+            let authentication = ClientAuthentication(key: options.clusterKey, clientNonce: nonce)
+            if let proof = try authentication.request(after: hello) {
+                let (authReply, authBody) = try exchange(.auth, payload: proof, on: connection, server: server)
+                try authentication.verify(status: authReply.status, payload: authBody, after: hello)
             }
             // Replies may legitimately take long (the receiver waits indefinitely; callers time
             // out per request); a stuck send fails after the request timeout.
@@ -535,6 +534,8 @@ public final class ServerConnection: @unchecked Sendable {
             return Link(connection, serverID: hello.serverID)
         } catch let error as RemoteMemError {
             throw error
+        } catch let error as AuthenticationError {
+            throw .authenticationFailed(server: server, error)
         } catch let error as Errno {
             throw .unreachable(server: server, reason: "\(error) (errno \(error.rawValue))")
         } catch let error as FrameError {
@@ -542,5 +543,24 @@ public final class ServerConnection: @unchecked Sendable {
         } catch {
             throw .unreachable(server: server, reason: "\(error)")
         }
+    }
+
+    /// One handshake request (HELLO or AUTH, id 0) and its reply header and payload, on a
+    /// connection not yet handed to a receiver thread.
+    private static func exchange(_ opcode: Opcode, payload: [UInt8], on connection: borrowing TCPConnection,
+                                 server: String) throws -> (FrameHeader, [UInt8]) {
+        let request = FrameHeader(length: UInt32(payload.count), opcode: opcode, requestID: 0)
+        try request.bytes.withUnsafeBytes { head in
+            try payload.withUnsafeBytes { body in try connection.send(head, body) }
+        }
+        var headerBytes = [UInt8](repeating: 0, count: FrameHeader.sizeBytes)
+        try headerBytes.withUnsafeMutableBytes { bytes in try connection.receiveExactly(into: bytes) }
+        let reply = headerBytes.withUnsafeBytes { FrameHeader.decode($0) }
+        guard reply.opcode == opcode.rawValue, Int(reply.length) <= WireLimits.smallPayloadBytesMax else {
+            throw RemoteMemError.protocolViolation(server: server, reason: "bad \(opcode) reply header")
+        }
+        var body = [UInt8](repeating: 0, count: Int(reply.length))
+        try body.withUnsafeMutableBytes { bytes in try connection.receiveExactly(into: bytes) }
+        return (reply, body)
     }
 }

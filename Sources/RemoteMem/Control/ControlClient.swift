@@ -23,6 +23,8 @@ public final class ControlClient {
     /// The server's address.
     public let server: TCPAddress
     public let timeoutMillis: Int
+    /// The pool's key (`--key-file`); nil: the server must not want one.
+    public let clusterKey: ClusterKey?
     /// The server's `HELLO` reply; nil until the handshake is done.
     public private(set) var hello: ServerHello?
 
@@ -30,11 +32,13 @@ public final class ControlClient {
     private var nextRequestID: UInt64 = 1
 
     /// Connects to `server` within `timeoutMillis` and, unless `handshake` is false (tests of
-    /// the handshake itself), does the `HELLO` exchange.
+    /// the handshake itself), does the `HELLO` exchange and, if either side has a cluster key,
+    /// the `AUTH` exchange.
     public init(connectingTo server: TCPAddress, timeoutMillis: Int = ControlClient.defaultTimeoutMillis,
-                handshake: Bool = true) throws(ControlError) {
+                clusterKey: ClusterKey? = nil, handshake: Bool = true) throws(ControlError) {
         self.server = server
         self.timeoutMillis = max(1, timeoutMillis)
+        self.clusterKey = clusterKey
         let name = server.description
         do {
             connection = try TCPConnection(connectingTo: server, timeoutMillis: Int32(clamping: self.timeoutMillis))
@@ -45,13 +49,16 @@ public final class ControlClient {
         if handshake { try sayHello() }
     }
 
-    /// The `HELLO` exchange: this protocol version and a random nonce out, the server's version
-    /// and id back. `unsupportedVersion` if the server speaks another version.
+    /// The `HELLO` exchange: this protocol version and a random nonce out, the server's version,
+    /// nonce and id back; then, if either side has a cluster key, `AUTH` (`ClientAuthentication`:
+    /// both sides prove the key). `unsupportedVersion` if the server speaks another version,
+    /// `authenticationFailed` if the keys do not match (the connection is then shut down).
     @discardableResult
     public func sayHello() throws(ControlError) -> ServerHello {
+        let nonce = WireMessages.randomNonce()
         let reply: (header: FrameHeader, payload: [UInt8])
         do throws(ControlError) {
-            reply = try call(.hello, payload: WireMessages.hello(nonce: WireMessages.randomNonce()))
+            reply = try call(.hello, payload: WireMessages.hello(nonce: nonce))
         } catch .protocolViolation(let server, let reason) {
             throw .protocolViolation(server: server, reason: "\(reason); is it a memx-server?")
         }
@@ -65,8 +72,33 @@ public final class ControlClient {
         guard parsed.version == WireLimits.version else {
             throw ControlError.protocolViolation(server: server.description, reason: "HELLO answered OK with version \(parsed.version)")
         }
+        try authenticate(after: parsed, clientNonce: nonce)
         hello = parsed
         return parsed
+    }
+
+    /// The `AUTH` exchange after `hello`, if either side has a key.
+    private func authenticate(after hello: ServerHello, clientNonce: [UInt8]) throws(ControlError) {
+        let authentication = ClientAuthentication(key: clusterKey, clientNonce: clientNonce)
+        let proof: [UInt8]?
+        do {
+            proof = try authentication.request(after: hello)
+        } catch {
+            throw authenticationFailure(error)
+        }
+        guard let proof else { return }
+        let reply = try call(.auth, payload: proof)
+        do {
+            try authentication.verify(status: reply.header.status, payload: reply.payload, after: hello)
+        } catch {
+            throw authenticationFailure(error)
+        }
+    }
+
+    /// Shuts the unauthenticated connection down and returns the error naming why.
+    private func authenticationFailure(_ error: AuthenticationError) -> ControlError {
+        connection.shutdown()
+        return .authenticationFailed(server: server.description, error)
     }
 
     // MARK: - Raw frames

@@ -18,6 +18,9 @@ public enum ControlError: Error, Equatable, Sendable, CustomStringConvertible {
     case unsupportedVersion(server: String, version: UInt16)
     /// The server broke the protocol: a reply that does not answer the request, a bad payload.
     case protocolViolation(server: String, reason: String)
+    /// The cluster-key handshake failed: a missing or wrong key on either side, or a server
+    /// that cannot prove the key. A configuration error, not an outage.
+    case authenticationFailed(server: String, AuthenticationError)
     /// The server answered with a status other than `OK`; `volume` names the volume asked about.
     case refused(server: String, operation: Opcode, status: WireStatus, volume: String?)
     /// A caller error caught before anything was sent: a bad volume name or size.
@@ -27,7 +30,7 @@ public enum ControlError: Error, Equatable, Sendable, CustomStringConvertible {
     public var isUnreachable: Bool {
         switch self {
         case .connectionRefused, .timedOut, .unreachable, .connectionLost: true
-        case .unsupportedVersion, .protocolViolation, .refused, .invalidArgument: false
+        case .unsupportedVersion, .protocolViolation, .authenticationFailed, .refused, .invalidArgument: false
         }
     }
 
@@ -69,6 +72,8 @@ public enum ControlError: Error, Equatable, Sendable, CustomStringConvertible {
             "\(server): speaks protocol version \(version), this tool speaks \(WireLimits.version)"
         case .protocolViolation(let server, let reason):
             "\(server): protocol violation: \(reason)"
+        case .authenticationFailed(let server, let why):
+            "\(server): authentication failed: \(why)"
         case .refused(let server, let operation, let status, let volume):
             Self.describeRefusal(server: server, operation: operation, status: status, volume: volume)
         case .invalidArgument(let why):

@@ -3,6 +3,7 @@ public enum Opcode: UInt16, Sendable, CustomStringConvertible {
     case hello = 1
     case ping = 2
     case serverStat = 3
+    case auth = 4
     case volumeCreate = 10
     case volumeOpen = 11
     case volumeClose = 12
@@ -19,6 +20,7 @@ public enum Opcode: UInt16, Sendable, CustomStringConvertible {
         case .hello: "HELLO"
         case .ping: "PING"
         case .serverStat: "SERVER_STAT"
+        case .auth: "AUTH"
         case .volumeCreate: "VOLUME_CREATE"
         case .volumeOpen: "VOLUME_OPEN"
         case .volumeClose: "VOLUME_CLOSE"
@@ -45,6 +47,10 @@ public enum WireStatus: UInt16, Sendable, Error, CustomStringConvertible {
     case unsupported = 7
     case unsupportedVersion = 8
     case internalError = 9
+    /// A request other than HELLO or AUTH on a server with a key, before AUTH succeeded.
+    case unauthenticated = 10
+    /// An AUTH whose proof does not match the server's key; the connection closes.
+    case authFailed = 11
 
     public var description: String {
         switch self {
@@ -58,6 +64,8 @@ public enum WireStatus: UInt16, Sendable, Error, CustomStringConvertible {
         case .unsupported: "UNSUPPORTED"
         case .unsupportedVersion: "UNSUPPORTED_VERSION"
         case .internalError: "INTERNAL"
+        case .unauthenticated: "UNAUTHENTICATED"
+        case .authFailed: "AUTH_FAILED"
         }
     }
 }

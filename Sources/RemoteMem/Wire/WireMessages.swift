@@ -6,6 +6,9 @@
 public enum WireMessages {
     /// Bytes of a HELLO nonce and of a server id.
     public static let nonceBytes = 16
+    /// HELLO reply flag `AUTH_REQUIRED`: this server has a cluster key, and answers every request but HELLO and
+    /// AUTH with `UNAUTHENTICATED` until the client proves it (docs/PROTOCOL.md, "Authentication").
+    public static let helloFlagAuthenticationRequired: UInt16 = 1 << 0
 
     /// `HELLO` request: magic, version, flags, reserved, client nonce.
     public static func hello(nonce: [UInt8]) -> [UInt8] {
@@ -17,6 +20,21 @@ public enum WireMessages {
         writer.u32(0)
         writer.raw(nonce)
         return writer.bytes
+    }
+
+    /// `AUTH` request (and reply) payload: one 32-byte proof (`ClusterKey.clientProof`,
+    /// `ClusterKey.serverProof`).
+    public static func auth(proof: [UInt8]) -> [UInt8] {
+        precondition(proof.count == ClusterKey.proofBytes)
+        return proof
+    }
+
+    /// Parses an `AUTH` request or reply payload: exactly one 32-byte proof.
+    public static func authProof(_ payload: [UInt8]) throws(FrameError) -> [UInt8] {
+        var reader = PayloadReader(payload)
+        let proof = try reader.raw(ClusterKey.proofBytes)
+        try reader.finish()
+        return proof
     }
 
     /// A fresh random nonce.
@@ -58,10 +76,17 @@ public enum WireMessages {
     }
 }
 
-/// The server's `HELLO` reply: the protocol version it speaks and its 16-byte id.
+/// The server's `HELLO` reply: the protocol version it speaks, whether it wants `AUTH`, its
+/// nonce for this connection and its 16-byte id.
 public struct HelloReply: Equatable, Sendable {
     public var version: UInt16
+    public var flags: UInt16
+    /// Fresh random bytes for this connection: what makes an `AUTH` proof good for it only.
+    public var serverNonce: [UInt8]
     public var serverID: [UInt8]
+
+    /// True if the server has a cluster key and wants `AUTH` before anything else.
+    public var requiresAuthentication: Bool { flags & WireMessages.helloFlagAuthenticationRequired != 0 }
 
     /// The server id as 32 lowercase hex digits.
     public var serverIDHex: String {
@@ -73,9 +98,9 @@ public struct HelloReply: Equatable, Sendable {
         var reader = PayloadReader(payload)
         guard try reader.u64() == WireLimits.magic else { throw .malformedPayload("HELLO reply with another magic") }
         version = try reader.u16()
-        _ = try reader.u16()  // flags
+        flags = try reader.u16()
         _ = try reader.u32()  // reserved
-        _ = try reader.raw(WireMessages.nonceBytes)  // server nonce (authentication, issue 4)
+        serverNonce = try reader.raw(WireMessages.nonceBytes)
         serverID = try reader.raw(WireMessages.nonceBytes)
         try reader.finish()
     }
