@@ -32,6 +32,7 @@ struct CacheMemoryTests {
         let directory = try BackendProcess.temporaryDirectory("cachefile")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let backing = FakeBacking(pageCount: 4096)
+        var leftDirty = 0
         do {
             let cache = try openCache(directory, backing)
             try cache.write(at: 10 * 4096, page(10))
@@ -41,15 +42,17 @@ struct CacheMemoryTests {
             for p: UInt64 in 100..<140 { try cache.write(at: p * 4096, page(p)) }
             try cache.write(at: 3000 * 4096 + 512, Array(page(3000)[0..<1024]))  // a partial page: read-modify-write
             _ = try cache.read(at: 2000 * 4096, count: 4096)  // a clean miss
-            #expect(cache.memory.dirtyRecordCount == 42)
-            // "Crash": stop without writing back; the file and its records stay behind.
+            // "Crash": stop without writing back; the file and its records stay behind. (The
+            // flusher may have written a few pages already; their records are cleared.)
             cache.stop()
+            leftDirty = cache.memory.dirtyRecordCount
+            #expect(leftDirty == cache.statistics.dirtyPages)
         }
+        #expect(leftDirty > 30, "the flusher wrote back nearly everything during the test")
         let writtenBefore = backing.state.withLock { $0.pagesWritten }
-        #expect(writtenBefore == 2)
         let second = try openCache(directory, backing)
         defer { second.stop() }
-        #expect(second.memory.recoveredPages == 42)
+        #expect(second.memory.recoveredPages == leftDirty)
         #expect(backing.stored(10) == page(10))
         #expect(backing.stored(11) == page(111))
         for p: UInt64 in 100..<140 { #expect(backing.stored(p) == page(p)) }
@@ -57,7 +60,7 @@ struct CacheMemoryTests {
         expected.replaceSubrange(512..<1536, with: page(3000)[0..<1024])
         #expect(backing.stored(3000) == expected)
         #expect(backing.stored(2000) == [UInt8](repeating: 0, count: 4096))
-        #expect(backing.state.withLock { $0.pagesWritten } == writtenBefore + 42)
+        #expect(backing.state.withLock { $0.pagesWritten } == writtenBefore + leftDirty)
         #expect(second.memory.dirtyRecordCount == 0, "the new file starts without records")
     }
 
@@ -89,15 +92,18 @@ struct CacheMemoryTests {
         let directory = try BackendProcess.temporaryDirectory("cachefile-resize")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let backing = FakeBacking(pageCount: 4096)
+        var leftDirty = 0
         do {
             let cache = try openCache(directory, backing, frames: 512)
-            // 120 of 512 frames: below the flusher's high-water mark, so all stay dirty.
+            // 120 of 512 frames: below the flusher's high-water mark, so nearly all stay dirty.
             for p: UInt64 in 0..<120 { try cache.write(at: p * 4096, page(p)) }
             cache.stop()
+            leftDirty = cache.memory.dirtyRecordCount
         }
+        #expect(leftDirty > 100)
         let second = try openCache(directory, backing, frames: 256)
         defer { second.stop() }
-        #expect(second.memory.recoveredPages == 120)
+        #expect(second.memory.recoveredPages == leftDirty)
         for p: UInt64 in 0..<120 { #expect(backing.stored(p) == page(p)) }
     }
 
