@@ -123,6 +123,7 @@ final class BlockRequestHandler: VirtqueueRequestHandler {
 
     func completeFinished(writer: GuestMemoryWriter, waitForAll: Bool, _ complete: (UInt16, UInt32) -> Void) {
         signal?.take()
+        asyncStore?.flushSubmissions()
         if waitForAll { finishAll(writer: writer) }
         var i = 0
         while i < activeReads.count {
@@ -196,6 +197,7 @@ final class BlockRequestHandler: VirtqueueRequestHandler {
 
     /// Waits for and finishes every read still fetching (they stay listed until collected).
     private func finishAll(writer: GuestMemoryWriter) {
+        asyncStore?.flushSubmissions()
         for index in activeReads {
             let slot = reads[index]
             guard case .fetching = slot.state else { continue }

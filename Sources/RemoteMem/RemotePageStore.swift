@@ -133,6 +133,8 @@ public final class RemotePageStore: AsyncReadablePageStore, @unchecked Sendable 
         return cache.startRead(at: offset, length: length, read)
     }
 
+    public func flushSubmissions() { cache.flushSubmissions() }
+
     @inline(__always)
     public func pollRead(_ read: PendingRead) -> Bool { cache.pollRead(read) }
 

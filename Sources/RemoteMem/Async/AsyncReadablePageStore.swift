@@ -10,6 +10,8 @@ public protocol AsyncReadablePageStore: PageStore {
     /// Per-read state, made once per in-flight slot (allocates; not on the data path).
     func makePendingRead(signal: CompletionSignal) -> PendingRead
     func startRead(at offset: UInt64, length: Int, _ read: PendingRead) throws(PageStoreError) -> ReadStart
+    /// Sends what `startRead` queued: after a batch of starts, and before waiting for anything.
+    func flushSubmissions()
     func pollRead(_ read: PendingRead) -> Bool
     func waitRead(_ read: PendingRead)
     func finishRead(_ read: PendingRead) throws(PageStoreError)

@@ -21,6 +21,8 @@ public protocol PageBacking: AnyObject, Sendable {
     func pollTransfer(_ transfer: PageTransfer) -> Bool
     /// Waits until `pollTransfer` would return true.
     func waitTransfer(_ transfer: PageTransfer)
+    /// Sends the requests `startRead` queued (it may hold them back to send a batch at once).
+    func flushSubmissions()
 }
 
 /// Backings that cannot read asynchronously (test fakes) read at once in `startRead`.
@@ -38,6 +40,8 @@ extension PageBacking {
     public func pollTransfer(_ transfer: PageTransfer) -> Bool { transfer.finished }
 
     public func waitTransfer(_ transfer: PageTransfer) {}
+
+    public func flushSubmissions() {}
 }
 
 /// Consecutive volume pages and, for each, the 4 KiB buffer holding or receiving its data. The

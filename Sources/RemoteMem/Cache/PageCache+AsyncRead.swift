@@ -104,6 +104,9 @@ extension PageCache {
         !read.fetching || backing.pollTransfer(read.transfer)
     }
 
+    /// Sends the fetches `startRead` queued (once per batch of reads, and before any wait).
+    public func flushSubmissions() { backing.flushSubmissions() }
+
     /// Waits until `pollRead` would return true.
     public func waitRead(_ read: PendingRead) {
         if read.fetching { backing.waitTransfer(read.transfer) }

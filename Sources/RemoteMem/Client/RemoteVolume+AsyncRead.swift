@@ -2,7 +2,9 @@ import Glibc
 
 /// READ without waiting: a `PageTransfer`'s run is cut like a blocking read (by group, then by
 /// `WireLimits.pagesPerRequestMax`), each piece submitted with `ServerConnection.submitAsync`,
-/// and the replies land straight in the transfer's pages from the receiver threads.
+/// and the replies land straight in the transfer's pages from the receiver threads. Requests are
+/// queued per connection and sent in one system call at `flushSubmissions` (the queue thread
+/// calls it once per batch of guest requests).
 extension RemoteVolume {
     public func startRead(_ transfer: PageTransfer) {
         transfer.reset()
@@ -60,7 +62,12 @@ extension RemoteVolume {
         return true
     }
 
+    public func flushSubmissions() {
+        for connection in connections { connection.sendDeferred() }
+    }
+
     public func waitTransfer(_ transfer: PageTransfer) {
+        flushSubmissions()
         // Replies are bounded by the request timeout (the connection fails them after it), and
         // a piece waiting for the window is sent as soon as another request frees a slot.
         var spins = 0
@@ -78,7 +85,8 @@ extension RemoteVolume {
             let pages = UnsafeBufferPointer(start: transfer.pages + offset, count: Int(transfer.headers[i].pageCount))
             do {
                 guard try connections[transfer.connections[i]].submitAsync(transfer.headers[i], sendingPages: nil,
-                                                                          receivingPages: pages, request: transfer.requests[i])
+                                                                          receivingPages: pages, request: transfer.requests[i],
+                                                                          deferSend: true)
                 else { return }
             } catch {
                 transfer.fail(error)

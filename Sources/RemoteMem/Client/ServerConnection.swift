@@ -57,11 +57,19 @@ public final class ServerConnection: @unchecked Sendable {
         var generation: UInt64 = 0
         var broken = false
         var receiver: OSThread?
+        /// Header-only requests queued by `submitAsync(deferSend: true)`, sent together by
+        /// `sendDeferred` (guarded by `sendLock`). Frames queued on a link that breaks are
+        /// never sent: their requests failed with it.
+        let deferred: UnsafeMutableRawPointer
+        var deferredBytes = 0
 
         init(_ connection: consuming TCPConnection, serverID: [UInt8]) {
             self.connection = connection
             self.serverID = serverID
+            deferred = .allocate(byteCount: WireLimits.inFlightMax * FrameHeader.sizeBytes, alignment: 8)
         }
+
+        deinit { deferred.deallocate() }
     }
 
     public let address: TCPAddress
@@ -174,17 +182,41 @@ public final class ServerConnection: @unchecked Sendable {
     /// against anyone. Returns false, sending nothing, when the window is full (try again after
     /// a completion). No reply within the request timeout fails the request and resets the
     /// connection, like a waited one. Allocates nothing.
+    ///
+    /// With `deferSend`, a request without payload (a READ) is only queued: it goes out with the
+    /// others at the next `sendDeferred`, in one system call and one wake-up of the server. The
+    /// caller must call `sendDeferred` before it waits for anything.
     public func submitAsync(_ header: FrameHeader, sendingPages: UnsafeBufferPointer<UnsafeMutableRawPointer>?,
                             receivingPages: UnsafeBufferPointer<UnsafeMutableRawPointer>?,
-                            request: AsyncRequest) throws(RemoteMemError) -> Bool {
+                            request: AsyncRequest, deferSend: Bool = false) throws(RemoteMemError) -> Bool {
         try submit(header, payload: UnsafeRawBufferPointer(start: nil, count: 0), sendingPages: sendingPages,
-                   receivingPages: receivingPages, waitForWindow: false, asyncRequest: request) != nil
+                   receivingPages: receivingPages, waitForWindow: false, asyncRequest: request,
+                   deferSend: deferSend && sendingPages == nil) != nil
+    }
+
+    /// Sends the requests `submitAsync(deferSend: true)` queued, if any.
+    public func sendDeferred() {
+        guard let link = lock.withLock({ state == .ready ? self.link : nil }) else { return }
+        let failure = sendLock.withLock { () -> Errno? in
+            guard link.deferredBytes > 0 else { return nil }
+            defer { link.deferredBytes = 0 }
+            do throws(Errno) {
+                try link.connection.send(UnsafeRawBufferPointer(start: link.deferred, count: link.deferredBytes))
+                return nil
+            } catch {
+                return error
+            }
+        }
+        if let failure {
+            lock.withLock { breakLocked(link, error: .connectionLost(server: address.description, reason: "send failed: \(failure)")) }
+        }
     }
 
     private func submit(_ header: FrameHeader, payload: UnsafeRawBufferPointer,
                         sendingPages: UnsafeBufferPointer<UnsafeMutableRawPointer>?,
                         receivingPages: UnsafeBufferPointer<UnsafeMutableRawPointer>?,
-                        waitForWindow: Bool, asyncRequest: AsyncRequest? = nil) throws(RemoteMemError) -> RequestTicket? {
+                        waitForWindow: Bool, asyncRequest: AsyncRequest? = nil,
+                        deferSend: Bool = false) throws(RemoteMemError) -> RequestTicket? {
         precondition((sendingPages?.count ?? 0) <= Int(WireLimits.pagesPerRequestMax))
         precondition((receivingPages?.count ?? 0) <= Int(WireLimits.pagesPerRequestMax))
         let opcode = header.opcodeValue ?? .ping
@@ -228,6 +260,15 @@ public final class ServerConnection: @unchecked Sendable {
         var frame = header
         frame.requestID = id
         frame.length = UInt32(payload.count + (sendingPages?.count ?? 0) * WireLimits.pageSize)
+        if deferSend && payload.isEmpty {
+            sendLock.withLock {
+                // SAFETY: at most `inFlightMax` requests are outstanding per connection, so the
+                // queue (one header per window slot) cannot overflow.
+                frame.encode(into: UnsafeMutableRawBufferPointer(start: link.deferred + link.deferredBytes, count: FrameHeader.sizeBytes))
+                link.deferredBytes += FrameHeader.sizeBytes
+            }
+            return RequestTicket(slot: slot.index, requestID: id)
+        }
         do {
             try send(frame, payload: payload, pages: sendingPages, on: link)
         } catch {
