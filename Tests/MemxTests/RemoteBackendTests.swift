@@ -50,6 +50,106 @@ struct RemoteBackendTests {
         for server in servers { _ = try server.stop() }
     }
 
+    @Test("QD32 reads in flight through a 1 MiB cache on 3 servers, mixed with writes and FLUSH: every block verifies")
+    func readsInFlight() throws {
+        let directory = try BackendProcess.temporaryDirectory("remote-qd32")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let servers = try Self.servers(3, memory: "64M", directory: directory)
+        let backend = try Backend("remote-qd32", size: "64M", extra: Self.arguments(servers) + ["--pool-directory", directory])
+        let client = try backend.connect()
+        var options = BlockQueueOptions()
+        options.descriptorLayout = .indirect
+        options.dataBytesPerSlot = 128 << 10
+        options.slotCount = 64
+        let queue = try client.start(queues: 1, queueSize: 128, queueOptions: options)[0]
+        let blocks = 4096  // 16 MiB of 4 KiB blocks, 16x the cache, over 4 groups
+        var version = [Int](repeating: 0, count: blocks)
+        func content(_ block: Int) -> [UInt8] { pattern(block * 7 + version[block] * 100_003, 4096) }
+        for chunk in 0..<(blocks / 32) {
+            let data = (0..<32).flatMap { content(chunk * 32 + $0) }
+            #expect(try queue.write(sector: UInt64(chunk * 32 * 8), data: data).isOK)
+        }
+        #expect(try queue.perform(.flush).isOK)
+        var random = SeededRandom(seed: 42)
+        var verified = 0
+        for round in 0..<40 {
+            // 32 distinct blocks: the first 24 read, the last 8 (every other round) rewritten.
+            var chosen = Set<Int>()
+            while chosen.count < 32 { chosen.insert(Int(random.next() % UInt64(blocks))) }
+            let picks = Array(chosen)
+            var expected: [Int: (block: Int, bytes: [UInt8]?)] = [:]
+            for (i, block) in picks.enumerated() {
+                if round % 2 == 1 && i >= 24 {
+                    version[block] += 1
+                    let slot = try queue.submit(.write(sector: UInt64(block * 8), byteCount: 4096), data: content(block), kick: false)
+                    expected[slot] = (block, nil)
+                } else {
+                    let slot = try queue.submit(.read(sector: UInt64(block * 8), byteCount: 4096), kick: false)
+                    expected[slot] = (block, content(block))
+                }
+            }
+            queue.kickIfNeeded()
+            var completions: [BlockCompletion] = []
+            _ = try queue.waitForCompletions(minimum: 32, timeout: .seconds(20)) { completions.append($0) }
+            #expect(completions.count == 32)
+            for completion in completions {
+                #expect(completion.isOK)
+                guard let (block, bytes) = expected[completion.slot], let bytes else { continue }
+                let back = try queue.readData(slot: completion.slot, count: 4096)
+                #expect(back == bytes, "block \(block) in round \(round)")
+                verified += 1
+            }
+            if round % 10 == 9 { #expect(try queue.perform(.flush).isOK) }
+        }
+        #expect(verified == 40 * 32 - 20 * 8)  // every read of every round
+        // Everything again, after the writes, one block at a time through the same queue.
+        for block in stride(from: 0, to: blocks, by: 61) {
+            #expect(try queue.read(sector: UInt64(block * 8), byteCount: 4096).1 == content(block))
+        }
+        _ = try client.stop()
+        #expect(try backend.process!.stop() == 0)
+        for server in servers { _ = try server.stop() }
+    }
+
+    @Test("a stalled server does not hold up reads from the others: they complete first, its own fail after the timeout")
+    func stalledServerDoesNotBlockQueue() throws {
+        let directory = try BackendProcess.temporaryDirectory("remote-stall")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let servers = try Self.servers(2, memory: "64M", directory: directory)
+        let backend = try Backend("remote-stall", size: "64M", extra: Self.arguments(servers) + ["--pool-directory", directory])
+        let client = try backend.connect()
+        var options = BlockQueueOptions()
+        options.dataBytesPerSlot = 4096
+        let queue = try client.start(queues: 1, queueSize: 128, queueOptions: options)[0]
+        // One page in each of 16 groups of 4 MiB places the groups on both servers; the reads
+        // below are of the page after it, never cached, so each must ask its group's server.
+        for group in 0..<16 {
+            #expect(try queue.write(sector: UInt64(group) * 8192, data: pattern(group, 4096)).isOK)
+        }
+        #expect(try queue.perform(.flush).isOK)
+        kill(servers[1].process.processIdentifier, SIGSTOP)
+        defer { kill(servers[1].process.processIdentifier, SIGCONT) }
+        var slots: [Int: Int] = [:]
+        for group in 0..<16 {
+            slots[try queue.submit(.read(sector: UInt64(group) * 8192 + 8, byteCount: 4096), kick: false)] = group
+        }
+        queue.kickIfNeeded()
+        var order: [BlockCompletion] = []
+        _ = try queue.waitForCompletions(minimum: 16, timeout: .seconds(30)) { order.append($0) }
+        let ok = order.filter(\.isOK)
+        #expect(!ok.isEmpty && ok.count < 16, "ok \(ok.count) of 16")
+        // Every read the healthy server answered completed before any read of the stalled one.
+        let firstFailure = order.firstIndex { !$0.isOK } ?? order.count
+        #expect(order[firstFailure...].allSatisfy { !$0.isOK }, "\(order.map(\.isOK))")
+        for completion in ok {
+            #expect(try queue.readData(slot: completion.slot, count: 4096) == [UInt8](repeating: 0, count: 4096))
+        }
+        #expect(backend.process!.process.isRunning)
+        kill(servers[1].process.processIdentifier, SIGCONT)
+        _ = try servers[0].stop()
+        _ = try servers[1].stop(signal: SIGKILL)
+    }
+
     @Test("write-back (the default): kill -9 after acknowledged, unflushed writes; the next memx-vhost writes them back")
     func writeBackSurvivesKill() throws {
         let directory = try BackendProcess.temporaryDirectory("remote-kill")

@@ -250,10 +250,12 @@ public final class ServerConnection: @unchecked Sendable {
             asyncRequest.begin()
             slot.asyncRequest = asyncRequest
             asyncOutstanding += 1
-            // No wake-up here (it would cost a context switch per request at queue depth 1):
-            // the maintenance thread, once it has seen asynchronous requests, checks deadlines
-            // on a timer.
-            asyncUsed = true
+            // No wake-up per request (a context switch each at queue depth 1): once it knows
+            // asynchronous requests are used, the maintenance thread checks deadlines on a timer.
+            if !asyncUsed {
+                asyncUsed = true
+                maintenanceWake.signal()
+            }
         }
         lock.unlock()
 
