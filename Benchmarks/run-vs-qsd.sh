@@ -121,9 +121,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_for_socket() { # path pid name log
+wait_for_socket() { # path pid name log — until the kernel lists it as listening (the file
+    # appears at bind(), a moment before listen(), when a connect would be refused)
     for _ in $(seq 100); do
-        [[ -S "$1" ]] && return 0
+        [[ -S "$1" ]] && awk -v p="$1" '$NF == p && $4 == "00010000" { found = 1 } END { exit !found }' /proc/net/unix \
+            && return 0
         kill -0 "$2" 2>/dev/null || { cat "$4" >&2; die "$3 exited before creating $1"; }
         sleep 0.1
     done

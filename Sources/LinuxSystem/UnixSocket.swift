@@ -9,9 +9,11 @@ public struct UnixListener: ~Copyable {
     /// Binds and listens at `path`. A stale socket file left by a killed process is replaced;
     /// any other existing file is an error (`EEXIST`) so we never delete a user's file.
     ///
-    /// The socket is bound under a temporary name and renamed to `path` once it listens, so
-    /// whoever sees the file can connect (a connect between `bind` and `listen` would be
-    /// refused).
+    /// The file appears at `bind`, a moment before `listen`: a client that connects in between
+    /// is refused and should retry (QEMU's `reconnect=` does; the test harness waits until the
+    /// socket is listed as listening). Binding under a temporary name and renaming would close
+    /// that window but leave the kernel reporting the temporary name (`ss -x`,
+    /// `/proc/net/unix`), which operators and scripts look for.
     public init(path: String, backlog: Int32 = 4) throws(Errno) {
         var info = stat()
         if lstat(path, &info) == 0 {
@@ -20,23 +22,10 @@ public struct UnixListener: ~Copyable {
         }
         let fd = try retryingInterrupts { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
         let owned = FileDescriptor(adopting: fd)
-        let temporary = path + ".\(getpid()).tmp"
-        // A path too long for a temporary name is bound directly.
-        let bindPath = (try? UnixAddress(path: temporary)) != nil ? temporary : path
-        var address = try UnixAddress(path: bindPath)
-        unlink(temporary)
+        var address = try UnixAddress(path: path)
         let rc = address.withSockaddr { bind(fd, $0, $1) }
         if rc < 0 { throw Errno.current }
-        if listen(fd, backlog) < 0 {
-            let error = Errno.current
-            unlink(bindPath)
-            throw error
-        }
-        if bindPath != path && rename(bindPath, path) != 0 {
-            let error = Errno.current
-            unlink(bindPath)
-            throw error
-        }
+        if listen(fd, backlog) < 0 { throw Errno.current }
         self.descriptor = owned
         self.path = path
     }

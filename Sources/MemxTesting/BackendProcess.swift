@@ -45,13 +45,26 @@ public final class BackendProcess: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: socketPath)
         try process.run()
         let deadline = Date().addingTimeInterval(10)
-        while !FileManager.default.fileExists(atPath: socketPath) {
+        // The file appears at bind(), a moment before listen(): wait until the kernel lists
+        // the socket as listening, or a connect in between is refused.
+        while !Self.isListening(socketPath) {
             guard process.isRunning else {
                 throw BackendProcessError("memx-vhost exited with \(process.terminationStatus) before listening: \(log)")
             }
             guard Date() < deadline else { throw BackendProcessError("memx-vhost did not listen within 10 s: \(log)") }
             usleep(10_000)
         }
+    }
+
+    /// True if a unix socket bound at `path` is listening (`/proc/net/unix`, state flag
+    /// `__SO_ACCEPTCON` = 0x10000).
+    public static func isListening(_ path: String) -> Bool {
+        guard let table = try? String(contentsOfFile: "/proc/net/unix", encoding: .utf8) else { return false }
+        for line in table.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            if fields.count >= 8, fields.last.map(String.init) == path, fields[3] == "00010000" { return true }
+        }
+        return false
     }
 
     /// Sends `signal` and waits for the process to exit (up to 10 s); returns its status.
