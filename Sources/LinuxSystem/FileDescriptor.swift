@@ -52,9 +52,22 @@ public struct FileDescriptor: ~Copyable {
         }
     }
 
-    /// `flock(2)` exclusive and non-blocking: `EWOULDBLOCK` when another process holds it.
-    public func lockExclusive() throws(Errno) {
-        _ = try retryingInterrupts { flock(rawValue, LOCK_EX | LOCK_NB) }
+    /// `flock(2)` exclusive: `EWOULDBLOCK` when another process still holds it after
+    /// `graceMillis`. The grace covers a holder that is just exiting, and a child process
+    /// forked (by anyone in this process) between `fork` and `exec`, which shares the open
+    /// file description, and with it the lock, for that moment.
+    public func lockExclusive(graceMillis: Int = 1000) throws(Errno) {
+        var waited = 0
+        while true {
+            do {
+                _ = try retryingInterrupts { flock(rawValue, LOCK_EX | LOCK_NB) }
+                return
+            } catch {
+                guard error == .wouldBlock, waited < graceMillis else { throw error }
+                usleep(10_000)
+                waited += 10
+            }
+        }
     }
 }
 

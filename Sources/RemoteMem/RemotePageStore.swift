@@ -26,16 +26,24 @@ public final class RemotePageStore: AsyncReadablePageStore, @unchecked Sendable 
         /// cache in anonymous memory, which a crash loses (tests only: write-back then loses
         /// acknowledged writes with the process).
         public var cacheDirectory: String?
+        /// Copies of every page group, each on another server (nil: 2 with two or more
+        /// servers, else 1). Fixed when the volume is created.
+        public var replicas: Int?
+        /// Where failures and re-replication progress are reported (memx-vhost's log).
+        public var report: @Sendable (VolumeEvent) -> Void
 
         public init(cacheBytes: UInt64 = 64 << 20, writeThrough: Bool = false,
                     connection: ServerConnection.Options = ServerConnection.Options(),
                     flushIntervalMillis: Int = PageCacheLimits.flushIntervalMillisDefault,
-                    cacheDirectory: String? = nil) {
+                    cacheDirectory: String? = nil, replicas: Int? = nil,
+                    report: @escaping @Sendable (VolumeEvent) -> Void = { _ in }) {
             self.cacheBytes = cacheBytes
             self.writeThrough = writeThrough
             self.connection = connection
             self.flushIntervalMillis = flushIntervalMillis
             self.cacheDirectory = cacheDirectory
+            self.replicas = replicas
+            self.report = report
         }
     }
 
@@ -54,7 +62,8 @@ public final class RemotePageStore: AsyncReadablePageStore, @unchecked Sendable 
         var connections: [ServerConnection] = []
         do {
             for address in servers { connections.append(try ServerConnection(address: address, options: options.connection)) }
-            volume = try RemoteVolume.open(name: name, capacityBytes: capacityBytes, connections: connections)
+            volume = try RemoteVolume.open(name: name, capacityBytes: capacityBytes, connections: connections,
+                                           replicas: options.replicas ?? min(2, servers.count), report: options.report)
         } catch {
             for connection in connections { connection.close() }
             throw error

@@ -63,6 +63,14 @@ struct MemxVhostCommand: ParsableCommand {
         """, valueName: "file"))
     var keyFile: String?
 
+    @Option(help: ArgumentHelp("""
+        With memory servers: copies of every page, each on another server (1 to 4, at most the \
+        number of servers). A write completes once every healthy copy has it; a read that fails \
+        on one server is served by another at once; copies lost with a server are made again on \
+        the others. Fixed when the volume is created. Default: 2 with two or more servers, else 1.
+        """, valueName: "n"))
+    var replicas: Int?
+
     @Flag(help: """
         With memory servers: complete a write only once the servers acknowledged it (slower \
         writes; the cache then never holds data the servers lack).
@@ -129,6 +137,13 @@ struct MemxVhostCommand: ParsableCommand {
         if addresses.isEmpty && (cache != nil || writeThrough || writeBack) {
             throw ValidationError("--cache, --write-through and --write-back need at least one --server")
         }
+        if addresses.isEmpty && replicas != nil {
+            throw ValidationError("--replicas needs at least one --server")
+        }
+        let replicaCount = replicas ?? min(2, max(1, addresses.count))
+        guard addresses.isEmpty || (1...min(4, addresses.count)).contains(replicaCount) else {
+            throw ValidationError("--replicas \(replicaCount) must be between 1 and \(min(4, addresses.count)) (one copy per --server, at most 4)")
+        }
         if addresses.isEmpty && keyFile != nil {
             throw ValidationError("--key-file needs at least one --server (the embedded pool has no servers to authenticate)")
         }
@@ -150,7 +165,8 @@ struct MemxVhostCommand: ParsableCommand {
         }
         if let why = device.validationError() { throw ValidationError("--\(Self.flag(for: why)) \(why)") }
         return Settings(socketPath: socket, volume: volumeName, poolDirectory: poolDirectory, device: device,
-                        servers: addresses, clusterKey: clusterKey, cacheBytes: cacheBytes, writeThrough: writeThrough,
+                        servers: addresses, clusterKey: clusterKey, replicas: replicaCount,
+                        cacheBytes: cacheBytes, writeThrough: writeThrough,
                         pollMicroseconds: pollUs, logLevel: level)
     }
 
@@ -183,6 +199,8 @@ struct Settings {
     var servers: [TCPAddress]
     /// The key every server connection proves (and expects proved back); nil: none.
     var clusterKey: ClusterKey?
+    /// Copies of every page group (1 with the embedded pool).
+    var replicas: Int
     var cacheBytes: UInt64
     var writeThrough: Bool
     var pollMicroseconds: Int

@@ -43,7 +43,13 @@ enum Wiring {
                     servers: settings.servers, volume: settings.volume, capacityBytes: settings.device.capacityBytes,
                     options: .init(cacheBytes: settings.cacheBytes, writeThrough: settings.writeThrough,
                                    connection: ServerConnection.Options(clusterKey: settings.clusterKey),
-                                   cacheDirectory: settings.poolDirectory))
+                                   cacheDirectory: settings.poolDirectory, replicas: settings.replicas,
+                                   report: { [logger] event in
+                                       switch event.kind {
+                                       case .problem: logger.warning("\(event.message)")
+                                       case .progress: logger.notice("\(event.message)")
+                                       }
+                                   }))
                 if remote.cache.memory.recoveredPages > 0 {
                     logger.notice("""
                         wrote back \(remote.cache.memory.recoveredPages) dirty pages a previous memx-vhost left in \
@@ -53,7 +59,7 @@ enum Wiring {
                 store = remote
                 storeDescription = """
                     \(settings.servers.count) memory server(s) \(settings.servers.map(\.description).joined(separator: " ")), \
-                    lease epoch \(remote.volume.epoch), \(ByteSize.describe(settings.cacheBytes)) cache in \(remote.cache.memory.path ?? "memory"), \
+                    \(settings.replicas) replica(s) per page, lease epoch \(remote.volume.epoch), \(ByteSize.describe(settings.cacheBytes)) cache in \(remote.cache.memory.path ?? "memory"), \
                     \(settings.writeThrough ? "write-through" : "write-back")\
                     \(settings.clusterKey == nil ? "" : ", cluster key proved")
                     """

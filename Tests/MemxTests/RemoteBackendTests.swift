@@ -116,7 +116,7 @@ struct RemoteBackendTests {
         let directory = try BackendProcess.temporaryDirectory("remote-stall")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let servers = try Self.servers(2, memory: "64M", directory: directory)
-        let backend = try Backend("remote-stall", size: "64M", extra: Self.arguments(servers) + ["--pool-directory", directory])
+        let backend = try Backend("remote-stall", size: "64M", extra: Self.arguments(servers) + ["--pool-directory", directory, "--replicas", "1"])
         let client = try backend.connect()
         var options = BlockQueueOptions()
         options.dataBytesPerSlot = 4096
@@ -219,7 +219,7 @@ struct RemoteBackendTests {
         let directory = try BackendProcess.temporaryDirectory("remote-dead")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let servers = try Self.servers(2, memory: "64M", directory: directory)
-        let backend = try Backend("remote-dead", size: "64M", extra: Self.arguments(servers) + ["--write-through"])
+        let backend = try Backend("remote-dead", size: "64M", extra: Self.arguments(servers) + ["--write-through", "--replicas", "1"])
         let client = try backend.connect()
         var options = BlockQueueOptions()
         options.dataBytesPerSlot = 4096

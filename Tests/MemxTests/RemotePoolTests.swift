@@ -50,9 +50,12 @@ struct RemotePoolTests {
     static let cacheBytes: UInt64 = 4 << 20
     static let chunk = 128 * 1024
 
-    func options(writeThrough: Bool = false, timeoutMillis: Int = 2000) -> RemotePageStore.Options {
+    /// One copy per page unless asked: most tests here are about placement and single-copy
+    /// failures (replication has its own suite).
+    func options(writeThrough: Bool = false, timeoutMillis: Int = 2000, replicas: Int = 1) -> RemotePageStore.Options {
         RemotePageStore.Options(cacheBytes: Self.cacheBytes, writeThrough: writeThrough,
-                                connection: .init(requestTimeoutMillis: timeoutMillis, connectTimeoutMillis: 1000))
+                                connection: .init(requestTimeoutMillis: timeoutMillis, connectTimeoutMillis: 1000),
+                                replicas: replicas)
     }
 
     /// Seeded data for `[offset, offset + count)`, the same on every call.

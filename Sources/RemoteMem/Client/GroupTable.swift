@@ -52,6 +52,13 @@ public struct GroupTable: Equatable, Sendable {
         return entry == Self.unassigned ? nil : Int(entry)
     }
 
+    /// The table server index of replica `r` of `group`, or nil if unassigned.
+    @inline(__always)
+    public func replica(_ r: Int, of group: Int) -> Int? {
+        let entry = entries[group * replicaCount + r]
+        return entry == Self.unassigned ? nil : Int(entry)
+    }
+
     /// The table server indices of every placed replica of `group`.
     public func replicas(of group: Int) -> [Int] {
         (0..<replicaCount).compactMap { r in
@@ -79,6 +86,28 @@ public struct GroupTable: Equatable, Sendable {
             index = serverIDs.count - 1
         }
         entries[group * replicaCount] = UInt8(index)
+    }
+
+    /// Sets every replica of `group` to the servers with ids `replicaIDs` (at most
+    /// `replicaCount`; the rest unassigned), adding new ids to the server list. Traps if the list
+    /// is full (the caller checked the pool size).
+    public mutating func setReplicas(group: Int, to replicaIDs: [[UInt8]]) {
+        precondition(replicaIDs.count <= replicaCount, "more replicas than the table holds")
+        for r in 0..<replicaCount {
+            guard r < replicaIDs.count else {
+                entries[group * replicaCount + r] = Self.unassigned
+                continue
+            }
+            let index: Int
+            if let known = serverIDs.firstIndex(of: replicaIDs[r]) {
+                index = known
+            } else {
+                precondition(serverIDs.count < ClientLimits.serversMax, "group table server list is full")
+                serverIDs.append(replicaIDs[r])
+                index = serverIDs.count - 1
+            }
+            entries[group * replicaCount + r] = UInt8(index)
+        }
     }
 
     /// The encoded table.

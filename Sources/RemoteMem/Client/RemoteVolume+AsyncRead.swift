@@ -19,7 +19,7 @@ extension RemoteVolume {
             let n = Int(min(UInt64(transfer.pageCount - offset), UInt64(group + 1) * ClientLimits.groupPages - page, pagesMax))
             let placed: Int?
             do {
-                placed = try connectionIndex(ofGroup: group, placing: false)
+                placed = try replicas(ofGroup: group, placing: false, forWriting: false).map { $0[0] }
             } catch {
                 transfer.fail(error)
                 break
@@ -47,6 +47,27 @@ extension RemoteVolume {
         // A piece not sent (window full) is still to come, unless the transfer already failed.
         if transfer.error == nil && transfer.submitted < transfer.pieceCount { return false }
         for i in 0..<transfer.submitted where !transfer.requests[i].isFinished { return false }
+        // A piece whose server failed is asked again of the group's next healthy replica.
+        var retried = false
+        for i in 0..<transfer.submitted {
+            guard let error = transfer.requests[i].error, Self.isServerFailure(error), transfer.error == nil else { continue }
+            markDown(transfer.connections[i], error)
+            let group = Int(transfer.headers[i].page / ClientLimits.groupPages)
+            do {
+                guard let next = try replicas(ofGroup: group, placing: false, forWriting: false) else { continue }
+                transfer.connections[i] = next[0]
+                transfer.headers[i].volume = handles[next[0]]
+                let pages = UnsafeBufferPointer(start: transfer.pages + transfer.offsets[i], count: Int(transfer.headers[i].pageCount))
+                // If the window is full the request keeps its error and the next poll tries
+                // again (replies from that server free slots meanwhile).
+                _ = try connections[next[0]].submitAsync(transfer.headers[i], sendingPages: nil, receivingPages: pages,
+                                                         request: transfer.requests[i])
+                retried = true
+            } catch {
+                transfer.fail(error)
+            }
+        }
+        if retried { return false }
         for i in 0..<transfer.submitted {
             let request = transfer.requests[i]
             let connection = connections[transfer.connections[i]]

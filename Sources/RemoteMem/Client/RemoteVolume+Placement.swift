@@ -2,48 +2,65 @@ import LinuxSystem
 
 /// Placing page groups on servers when first written, and publishing the group table.
 extension RemoteVolume {
-    /// The connection index holding `group`; nil if it was never placed and `placing` is false.
-    /// Throws if the volume is fenced or the group lives on a server outside this pool.
-    func connectionIndex(ofGroup group: Int, placing: Bool) throws(RemoteMemError) -> Int? {
+    /// The connections holding `group`'s replicas, healthy ones only, in table order (the
+    /// first is where reads go); with `forWriting`, also the replica being filled by a copy.
+    /// Nil if the group was never placed and `placing` is false. Throws if the volume is
+    /// fenced, the group lives on a server outside this pool, or every replica is down.
+    func replicas(ofGroup group: Int, placing: Bool, forWriting: Bool) throws(RemoteMemError) -> ReplicaSet? {
         tableLock.lock()
         if let fencedError {
             tableLock.unlock()
             throw fencedError
         }
-        if let index = table.primary(of: group) {
-            let connection = tableServer[index]
-            let id = table.serverIDs[index]
+        guard table.replica(0, of: group) != nil else {
             tableLock.unlock()
-            guard let connection else {
+            guard placing else { return nil }
+            try place(group)
+            return try replicas(ofGroup: group, placing: false, forWriting: forWriting)
+        }
+        var set = ReplicaSet()
+        var placed = 0
+        for r in 0..<table.replicaCount {
+            guard let index = table.replica(r, of: group) else { continue }
+            placed += 1
+            guard let connection = tableServer[index] else {
+                let id = table.serverIDs[index]
+                tableLock.unlock()
                 throw .corruptMetadata("""
                     group \(group) of volume '\(name)' lives on server \(Self.hex(id)), which is not in this pool \
                     (pass every --server that holds the volume)
                     """)
             }
-            return connection
+            if !serverDown[connection] { set.append(connection) }
         }
+        if forWriting, let copying, copying.group == group, !serverDown[copying.target] { set.append(copying.target) }
         tableLock.unlock()
-        return placing ? try place(group) : nil
+        guard set.count > 0 else {
+            throw .unreachable(server: "pool", reason: "all \(placed) replica(s) of page group \(group) of volume '\(name)' are down")
+        }
+        return set
     }
 
-    /// Places `group` on the server with the most free frames (estimated from `SERVER_STAT`,
-    /// minus groups placed since), ties going to the server holding fewer of this volume's
-    /// groups; publishes the new table on the servers before any page of the group is written,
-    /// so an acknowledged write is always reachable through the table. Serialized by
-    /// `placementLock` (placements are rare: once per 4 MiB).
-    private func place(_ group: Int) throws(RemoteMemError) -> Int {
+    /// Places `group` on `replicaCount` distinct servers with the most free frames (estimated
+    /// from `SERVER_STAT`, minus groups placed since), ties going to the server holding fewer of
+    /// this volume's groups; publishes the new table on the servers before any page of the
+    /// group is written, so an acknowledged write is always reachable through the table.
+    /// Serialized by `placementLock` (placements are rare: once per 4 MiB). With fewer healthy
+    /// servers than replicas the group starts with fewer (and is topped up by re-replication).
+    private func place(_ group: Int) throws(RemoteMemError) {
         placementLock.lock()
         defer { placementLock.unlock() }
-        if let placed = try connectionIndex(ofGroup: group, placing: false) { return placed }
-        let chosen = try chooseServer()
+        if tableLock.withLock({ table.replica(0, of: group) }) != nil { return }
+        let chosen = try chooseServers(count: replicaCount, excluding: [])
         var next = tableLock.withLock { table }
-        next.assign(group: group, to: connections[chosen].serverID)
+        next.setReplicas(group: group, to: chosen.map { connections[$0].serverID })
         try publish(next)
-        placedSinceStat[chosen] += 1
-        return chosen
+        for c in chosen { placedSinceStat[c] += 1 }
     }
 
-    private func chooseServer() throws(RemoteMemError) -> Int {
+    /// Up to `count` healthy servers not in `excluding`, most free memory first (placement lock
+    /// held). Throws if there is none.
+    func chooseServers(count: Int, excluding: [Int]) throws(RemoteMemError) -> [Int] {
         let now = MonotonicInstant.now
         if now >= statisticsTakenAt.adding(milliseconds: ClientLimits.serverStatMaxAgeMillis) || statistics.contains(where: { $0 == nil }) {
             for (i, connection) in connections.enumerated() {
@@ -52,37 +69,39 @@ extension RemoteVolume {
             }
             statisticsTakenAt = now
         }
-        let groupsHere = tableLock.withLock { () -> [Int] in
+        let (groupsHere, down) = tableLock.withLock { () -> ([Int], [Bool]) in
             var counts = [Int](repeating: 0, count: connections.count)
             for (index, count) in table.groupCounts().enumerated() {
                 if let c = tableServer[index] { counts[c] += count }
             }
-            return counts
+            return (counts, serverDown)
         }
-        var best: (index: Int, freeGroups: UInt64, load: Int)?
-        for i in connections.indices {
+        var candidates: [(index: Int, freeGroups: UInt64, load: Int)] = []
+        for i in connections.indices where !excluding.contains(i) && !down[i] {
             guard let stat = statistics[i], connections[i].isConnected else { continue }
             let placed = UInt64(placedSinceStat[i]) * ClientLimits.groupPages
             let freeGroups = (stat.freeFrames > placed ? stat.freeFrames - placed : 0) / ClientLimits.groupPages
-            if let current = best, (current.freeGroups, -current.load) >= (freeGroups, -groupsHere[i]) { continue }
-            best = (i, freeGroups, groupsHere[i])
+            candidates.append((i, freeGroups, groupsHere[i]))
         }
-        guard let best else {
+        candidates.sort { ($0.freeGroups, -$0.load, -$0.index) > ($1.freeGroups, -$1.load, -$1.index) }
+        guard !candidates.isEmpty else {
             throw .unreachable(server: connections.map(\.address.description).joined(separator: ","),
-                               reason: "no memory server is reachable to place group data")
+                               reason: "no healthy memory server is reachable to place group data")
         }
-        return best.index
+        return candidates.prefix(count).map(\.index)
     }
 
     /// Writes `next` as the new table version on every server (compare-and-swap against each
-    /// server's stored version) and adopts it once a majority acknowledged.
-    private func publish(_ next: GroupTable) throws(RemoteMemError) {
+    /// server's stored version) and adopts it once every healthy server acknowledged.
+    func publish(_ next: GroupTable) throws(RemoteMemError) {
         let bytes = next.encoded()
         let versions = tableLock.withLock { metadataVersions }
         let version = versions.max()! + 1
         var tickets = [RequestTicket?](repeating: nil, count: connections.count)
         var firstError: RemoteMemError?
-        for (i, connection) in connections.enumerated() {
+        let down = tableLock.withLock { serverDown }
+        var lost = 0
+        for (i, connection) in connections.enumerated() where !down[i] {
             let payload = WireMessages.metadataPut(expectedVersion: versions[i], newVersion: version, metadata: bytes)
             let header = FrameHeader(opcode: .metadataPut, requestID: 0, volume: handles[i], epoch: epoch)
             let submitted = payload.withUnsafeBytes { body in
@@ -90,7 +109,13 @@ extension RemoteVolume {
             }
             switch submitted {
             case .success(let ticket): tickets[i] = ticket
-            case .failure(let error): firstError = firstError ?? error
+            case .failure(let error):
+                if error.isRetryable {
+                    markDown(i, error)
+                    lost += 1
+                } else {
+                    firstError = firstError ?? error
+                }
             }
         }
         var acknowledged = 0
@@ -108,12 +133,21 @@ extension RemoteVolume {
                     firstError = firstError ?? Self.refusal(reply, connections[i], "METADATA_PUT")
                 }
             } catch {
-                firstError = firstError ?? error
+                if error.isRetryable {
+                    // The server died or stalled: stop using it (its groups get new replicas).
+                    markDown(i, error)
+                    lost += 1
+                } else {
+                    firstError = firstError ?? error
+                }
             }
         }
+        let expected = down.filter { !$0 }.count - lost
         if let fenced = tableLock.withLock({ fencedError }) { throw fenced }
-        guard acknowledged >= connections.count / 2 + 1 else {
-            throw firstError ?? .unreachable(server: "pool", reason: "group table not acknowledged by a majority")
+        // Every healthy server must store the table (a server already marked down is skipped:
+        // it is not trusted again, and the next open takes the newest version there is).
+        guard acknowledged > 0, acknowledged >= expected else {
+            throw firstError ?? .unreachable(server: "pool", reason: "group table not acknowledged by every healthy server")
         }
         tableLock.withLock {
             table = next

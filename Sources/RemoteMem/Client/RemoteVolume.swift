@@ -39,6 +39,25 @@ public final class RemoteVolume: PageBacking, @unchecked Sendable {
     /// Set once a server answered FENCED: every later request fails at once.
     var fencedError: RemoteMemError?
 
+    /// Replicas each group keeps (the table's; fixed when the volume was created).
+    public let replicaCount: Int
+    /// Servers this backend stopped using (by connection index): a request to them failed
+    /// with a connection error or timed out. Their groups are served by the other replicas and
+    /// copied elsewhere; a server that comes back is not trusted again (its copy may be stale).
+    var serverDown: [Bool]
+    /// The group being copied to a new replica, and the new replica's connection: writes to
+    /// that group go there too (guarded by `tableLock`).
+    var copying: (group: Int, target: Int)?
+    /// Shared by every write and trim; taken exclusively by the copy of one chunk of a group.
+    let copyLock = PosixReadWriteLock()
+    /// Where the volume reports failures and re-replication progress (memx-vhost's log).
+    let report: @Sendable (VolumeEvent) -> Void
+    /// Re-replication: woken when a server goes down.
+    let repairWake = PosixCondition()
+    var repairThread: OSThread?
+    var closing = false
+    var repairStatistics = RepairStatistics()
+
     let placementLock = PosixLock()
     var statistics: [ServerStatistics?]
     var statisticsTakenAt = MonotonicInstant(nanoseconds: 0)
@@ -70,8 +89,12 @@ public final class RemoteVolume: PageBacking, @unchecked Sendable {
     /// Opens (and, with `create`, first creates) the volume on every server and takes its lease.
     /// Takes ownership of `connections`.
     public static func open(name: String, capacityBytes: UInt64, connections: [ServerConnection],
-                            create: Bool = true) throws(RemoteMemError) -> RemoteVolume {
+                            create: Bool = true, replicas: Int = 1,
+                            report: @escaping @Sendable (VolumeEvent) -> Void = { _ in }) throws(RemoteMemError) -> RemoteVolume {
         try validate(name: name, capacityBytes: capacityBytes, serverCount: connections.count)
+        guard (1...min(4, connections.count)).contains(replicas) else {
+            throw .invalidArgument("\(replicas) replicas need at least as many servers (\(connections.count) given; at most 4 replicas)")
+        }
         if create { try Self.create(name: name, capacityBytes: capacityBytes, on: connections) }
         let opened = try agreeOnEpoch(name: name, connections: connections)
         for (i, reply) in opened.replies.enumerated() where reply.sizeBytes != capacityBytes {
@@ -83,22 +106,37 @@ public final class RemoteVolume: PageBacking, @unchecked Sendable {
         let newest = opened.replies.indices.max { opened.replies[$0].metadataVersion < opened.replies[$1].metadataVersion }!
         let pageCount = capacityBytes / PageStoreLimits.pageSize
         let groupCount = GroupTable.groupCount(pageCount: pageCount)
-        var table = GroupTable(groupCount: groupCount)
+        var table = GroupTable(groupCount: groupCount, replicaCount: replicas)
         if opened.replies[newest].metadataVersion > 0 {
             table = try GroupTable(decoding: opened.replies[newest].metadata)
             guard table.groupCount == groupCount, table.groupPages == ClientLimits.groupPages else {
                 throw .corruptMetadata("volume '\(name)': group table has \(table.groupCount) groups of \(table.groupPages) pages")
             }
+            guard table.replicaCount == replicas else {
+                throw .geometryMismatch("""
+                    volume '\(name)' keeps \(table.replicaCount) replica(s) of every page, not \(replicas): \
+                    pass --replicas \(table.replicaCount)
+                    """)
+            }
         }
         let volume = RemoteVolume(name: name, capacityBytes: capacityBytes, epoch: opened.epoch,
                                   connections: connections, handles: opened.handles, table: table,
-                                  versions: opened.replies.map(\.metadataVersion))
+                                  versions: opened.replies.map(\.metadataVersion), report: report)
         volume.catchUpLaggingTables(newestVersion: opened.replies[newest].metadataVersion)
+        do {
+            try volume.startRepair()
+        } catch {
+            volume.close()
+            throw error
+        }
         return volume
     }
 
     private init(name: String, capacityBytes: UInt64, epoch: UInt64, connections: [ServerConnection],
-                 handles: [UInt32], table: GroupTable, versions: [UInt64]) {
+                 handles: [UInt32], table: GroupTable, versions: [UInt64], report: @escaping @Sendable (VolumeEvent) -> Void) {
+        self.replicaCount = table.replicaCount
+        self.serverDown = Array(repeating: false, count: connections.count)
+        self.report = report
         self.name = name
         self.capacityBytes = capacityBytes
         self.pageCount = capacityBytes / PageStoreLimits.pageSize
@@ -116,6 +154,7 @@ public final class RemoteVolume: PageBacking, @unchecked Sendable {
     /// Releases the lease on every server (`VOLUME_CLOSE`) and closes the connections.
     /// Errors are ignored: a server that is gone has nothing to release.
     public func close() {
+        stopRepair()
         for (i, connection) in connections.enumerated() {
             _ = try? connection.call(.volumeClose, volume: handles[i], epoch: epoch)
             connection.close()

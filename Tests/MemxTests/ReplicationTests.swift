@@ -1,0 +1,144 @@
+import Foundation
+import LinuxSystem
+import MemxTesting
+import RemoteMem
+import Synchronization
+import Testing
+
+/// Replication on real `memx-server` processes: every page group on `--replicas` servers, reads
+/// that fail over, writes that go on, and re-replication after a server dies.
+@Suite("Replication", .serialized)
+struct ReplicationTests {
+    static let volumeBytes: UInt64 = 64 << 20
+    static let chunk = 128 * 1024
+
+    func data(_ offset: Int, _ count: Int, version: Int = 0) -> [UInt8] {
+        var random = SeededRandom(seed: SeededRandom.defaultSeed ^ UInt64(offset) ^ UInt64(version) << 40)
+        return random.bytes(count)
+    }
+
+    /// The events a volume reported.
+    final class EventLog: Sendable {
+        private let storage = Mutex<[VolumeEvent]>([])
+        init() {}
+        func append(_ event: VolumeEvent) { storage.withLock { $0.append(event) } }
+        var all: [VolumeEvent] { storage.withLock { $0 } }
+    }
+
+    func options(replicas: Int? = nil, events: EventLog? = nil) -> RemotePageStore.Options {
+        RemotePageStore.Options(cacheBytes: 4 << 20, connection: .init(requestTimeoutMillis: 1000, connectTimeoutMillis: 500),
+                                replicas: replicas, report: { event in events?.append(event) })
+    }
+
+    /// The table's replicas of every placed group, as connection indices of `store`.
+    func placement(_ store: RemotePageStore) -> [[Int]] {
+        let table = store.volume.groupTable
+        let connections = store.volume.connections
+        return (0..<table.groupCount).compactMap { group in
+            let replicas = table.replicas(of: group)
+            guard !replicas.isEmpty else { return nil }
+            return replicas.map { index in connections.firstIndex { $0.serverID == table.serverIDs[index] }! }
+        }
+    }
+
+    /// Waits (up to 30 s) until every placed group has `count` replicas, none on `dead`.
+    func waitForRepair(_ store: RemotePageStore, replicas count: Int, avoiding dead: Set<Int>) -> Bool {
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            let groups = placement(store)
+            if groups.allSatisfy({ $0.count == count && dead.isDisjoint(with: $0) }) { return true }
+            usleep(50_000)
+        }
+        return false
+    }
+
+    @Test("2 replicas on 3 servers: a killed server costs no error; its groups are copied again; a second kill loses nothing")
+    func survivesTwoKills() throws {
+        let pool = try ServerPool("repl-kill", count: 3)
+        let events = EventLog()
+        let store = try RemotePageStore(servers: pool.addresses, volume: "repl", capacityBytes: Self.volumeBytes,
+                                        options: options(events: events))
+        defer { store.close() }
+        #expect(store.volume.replicaCount == 2, "two replicas by default with three servers")
+        let bytes = 24 << 20  // 6 groups, 6x the cache
+        for offset in stride(from: 0, to: bytes, by: Self.chunk) { try store.write(at: UInt64(offset), data(offset, Self.chunk)) }
+        try store.flush()
+        let before = placement(store)
+        #expect(before.count == 6 && before.allSatisfy { Set($0).count == 2 }, "\(before)")
+        // Every server's frames: two copies of 24 MiB in all.
+        let used = store.volume.serverStatistics().compactMap { try? $0.get().usedFrames }.reduce(0, +)
+        #expect(used == 2 * UInt64(bytes) / 4096)
+
+        let victim = before[1][0]
+        _ = try pool.servers[victim].stop(signal: SIGKILL)
+        // Every byte reads back at once, through the cache and the surviving replicas.
+        for offset in stride(from: 0, to: bytes, by: Self.chunk) {
+            #expect(try store.read(at: UInt64(offset), count: Self.chunk) == data(offset, Self.chunk), "at \(offset)")
+        }
+        // Writes go on (to the healthy replicas) and FLUSH succeeds.
+        for offset in stride(from: 0, to: 8 << 20, by: Self.chunk) {
+            try store.write(at: UInt64(offset), data(offset, Self.chunk, version: 1))
+        }
+        try store.flush()
+        #expect(store.volume.downServers == [victim])
+        #expect(waitForRepair(store, replicas: 2, avoiding: [victim]), "\(placement(store)) \(events.all)")
+        let progress = store.volume.repairProgress
+        #expect(progress.groupsRepaired == before.filter { $0.contains(victim) }.count)
+        #expect(progress.bytesCopied > 0 && progress.groupsLost == 0)
+        #expect(events.all.contains { $0.kind == .problem && $0.message.contains("is down") })
+        #expect(events.all.contains { $0.kind == .progress && $0.message.contains("re-replicated page group") })
+
+        // A second server dies: the last one holds a copy of everything.
+        let second = (0..<3).first { $0 != victim }!
+        _ = try pool.servers[second].stop(signal: SIGKILL)
+        for offset in stride(from: 0, to: bytes, by: Self.chunk) {
+            let expected = offset < 8 << 20 ? data(offset, Self.chunk, version: 1) : data(offset, Self.chunk)
+            #expect(try store.read(at: UInt64(offset), count: Self.chunk) == expected, "at \(offset)")
+        }
+        let statistics = store.cache.statistics
+        #expect(statistics.misses > 0, "the reads must have gone to the servers")
+    }
+
+    @Test("--replicas is the volume's: reopening with another count is a clear error; more replicas than servers is refused")
+    func replicaCountIsFixed() throws {
+        let pool = try ServerPool("repl-count", count: 2)
+        let store = try RemotePageStore(servers: pool.addresses, volume: "count", capacityBytes: Self.volumeBytes,
+                                        options: options(replicas: 2))
+        try store.write(at: 0, data(0, 4096))
+        #expect(store.close() == nil)
+        #expect(throws: RemoteMemError.self) {
+            _ = try RemotePageStore(servers: pool.addresses, volume: "count", capacityBytes: Self.volumeBytes, options: options(replicas: 1))
+        }
+        do {
+            _ = try RemotePageStore(servers: pool.addresses, volume: "count", capacityBytes: Self.volumeBytes, options: options(replicas: 1))
+        } catch {
+            #expect("\(error)".contains("pass --replicas 2"), "\(error)")
+        }
+        #expect(throws: RemoteMemError.self) {
+            _ = try RemotePageStore(servers: pool.addresses, volume: "three", capacityBytes: Self.volumeBytes, options: options(replicas: 3))
+        }
+    }
+
+    @Test("2 replicas on 2 servers: one dies, everything still reads and writes; the group stays under-replicated and says so")
+    func twoServersOneDies() throws {
+        let pool = try ServerPool("repl-two", count: 2)
+        let events = EventLog()
+        let store = try RemotePageStore(servers: pool.addresses, volume: "two", capacityBytes: Self.volumeBytes,
+                                        options: options(events: events))
+        defer { store.close() }
+        for offset in stride(from: 0, to: 8 << 20, by: Self.chunk) { try store.write(at: UInt64(offset), data(offset, Self.chunk)) }
+        try store.flush()
+        _ = try pool.servers[0].stop(signal: SIGKILL)
+        for offset in stride(from: 0, to: 8 << 20, by: Self.chunk) {
+            #expect(try store.read(at: UInt64(offset), count: Self.chunk) == data(offset, Self.chunk))
+        }
+        // A new group is placed on the one healthy server, and written.
+        try store.write(at: 40 << 20, data(40 << 20, Self.chunk))
+        try store.flush()
+        #expect(try store.read(at: 40 << 20, count: Self.chunk) == data(40 << 20, Self.chunk))
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline && store.volume.repairProgress.groupsUnderReplicated == 0 { usleep(50_000) }
+        #expect(store.volume.repairProgress.groupsUnderReplicated > 0)
+        #expect(events.all.contains { $0.message.contains("no other healthy memory server") })
+    }
+}
