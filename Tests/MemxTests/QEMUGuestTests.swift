@@ -31,11 +31,14 @@ struct QEMUGuestTests {
     @Test("memx-vhost killed -9 twice during guest I/O: QEMU reconnects, no I/O error, all records verify")
     func reconnect() throws { try runScenario("guest-reconnect.sh") }
 
-    @Test("on 2 memory servers with a 4 MiB cache: random data and ext4 verify through the servers")
+    @Test("on 2 memory servers (2 replicas) with a 4 MiB cache: random data and ext4 verify through the servers")
     func remoteIntegrity() throws { try runScenario("guest-integrity.sh", backend: "memx-remote") }
 
-    @Test("on 2 memory servers: memx-vhost killed -9 and restarted with an empty cache; every flushed record reads back")
+    @Test("on 2 memory servers (2 replicas): memx-vhost killed -9 and restarted; every record reads back")
     func remoteReconnect() throws { try runScenario("guest-reconnect.sh", backend: "memx-remote") }
+
+    @Test("on 3 memory servers, 2 replicas, 1 MiB cache: two servers killed -9 during guest I/O; no I/O error, all records verify")
+    func serverFailure() throws { try runScenario("guest-server-failure.sh", backend: "memx-remote") }
 }
 
 /// The libvirt example users copy: valid against libvirt's schema, and carrying what a MemX

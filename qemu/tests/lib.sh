@@ -59,6 +59,7 @@ VOLUME="${NAME#guest-}-$$-${RANDOM}"
 QSD_IMAGE="/dev/shm/memx-qsd-${VOLUME}.img"
 BACKEND_PID=""
 BACKEND_ARGS=()
+EXTRA_BACKEND_ARGS=()   # drivers may add memx-vhost flags (memx-remote)
 GUEST_PID=""
 SHOW_PID=""
 T0=${SECONDS}
@@ -167,7 +168,7 @@ start_backend() {
                 (( ${#SERVER_ADDRESSES[@]} > 0 )) || start_servers
                 local address
                 for address in "${SERVER_ADDRESSES[@]}"; do BACKEND_ARGS+=(--server "${address}"); done
-                BACKEND_ARGS+=(--cache "${CACHE_SIZE}")
+                BACKEND_ARGS+=(--cache "${CACHE_SIZE}" "${EXTRA_BACKEND_ARGS[@]}")
             fi
             ;;
     esac
