@@ -60,10 +60,29 @@ public final class RemotePageStore: AsyncReadablePageStore, @unchecked Sendable 
         guard !servers.isEmpty else { throw .invalidArgument("no memory servers given") }
         guard Set(servers).count == servers.count else { throw .invalidArgument("a memory server is listed twice") }
         var connections: [ServerConnection] = []
-        do {
-            for address in servers { connections.append(try ServerConnection(address: address, options: options.connection)) }
+        let replicas = options.replicas ?? min(2, servers.count)
+        do throws(RemoteMemError) {
+            var unreachable: [RemoteMemError] = []
+            for address in servers {
+                do throws(RemoteMemError) {
+                    connections.append(try ServerConnection(address: address, options: options.connection))
+                } catch {
+                    // With copies elsewhere, a server that is down now (a backend restarted
+                    // during an outage) is started without, like one that dies later.
+                    guard replicas > 1, RemoteVolume.isServerFailure(error) else { throw error }
+                    unreachable.append(error)
+                }
+            }
+            if let first = unreachable.first {
+                guard !connections.isEmpty else { throw first }
+                for error in unreachable {
+                    options.report(VolumeEvent(kind: .problem, message: """
+                        \(error); starting without it: its page groups are served by their other replicas and copied elsewhere
+                        """))
+                }
+            }
             volume = try RemoteVolume.open(name: name, capacityBytes: capacityBytes, connections: connections,
-                                           replicas: options.replicas ?? min(2, servers.count), report: options.report)
+                                           replicas: replicas, poolServers: servers.count, report: options.report)
         } catch {
             for connection in connections { connection.close() }
             throw error

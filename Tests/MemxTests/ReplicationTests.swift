@@ -37,7 +37,8 @@ struct ReplicationTests {
         return (0..<table.groupCount).compactMap { group in
             let replicas = table.replicas(of: group)
             guard !replicas.isEmpty else { return nil }
-            return replicas.map { index in connections.firstIndex { $0.serverID == table.serverIDs[index] }! }
+            // -1: a server this store has no connection to.
+            return replicas.map { index in connections.firstIndex { $0.serverID == table.serverIDs[index] } ?? -1 }
         }
     }
 
@@ -97,6 +98,31 @@ struct ReplicationTests {
         }
         let statistics = store.cache.statistics
         #expect(statistics.misses > 0, "the reads must have gone to the servers")
+    }
+
+    @Test("a backend started while a server is down opens the volume, serves everything, and copies the missing replicas")
+    func startsWithoutADeadServer() throws {
+        let pool = try ServerPool("repl-start", count: 3)
+        let bytes = 24 << 20
+        do {
+            let first = try RemotePageStore(servers: pool.addresses, volume: "start", capacityBytes: Self.volumeBytes, options: options())
+            for offset in stride(from: 0, to: bytes, by: Self.chunk) { try first.write(at: UInt64(offset), data(offset, Self.chunk)) }
+            #expect(first.close() == nil)
+        }
+        _ = try pool.servers[0].stop(signal: SIGKILL)
+        let events = EventLog()
+        let store = try RemotePageStore(servers: pool.addresses, volume: "start", capacityBytes: Self.volumeBytes,
+                                        options: options(events: events))
+        defer { store.close() }
+        #expect(store.volume.connections.count == 2)
+        #expect(events.all.contains { $0.message.contains("starting without it") })
+        for offset in stride(from: 0, to: bytes, by: Self.chunk) {
+            #expect(try store.read(at: UInt64(offset), count: Self.chunk) == data(offset, Self.chunk), "at \(offset)")
+        }
+        try store.write(at: 0, data(0, Self.chunk, version: 1))
+        try store.flush()
+        #expect(waitForRepair(store, replicas: 2, avoiding: [-1]), "\(placement(store)) \(events.all)")
+        #expect(try store.read(at: 0, count: Self.chunk) == data(0, Self.chunk, version: 1))
     }
 
     @Test("--replicas is the volume's: reopening with another count is a clear error; more replicas than servers is refused")

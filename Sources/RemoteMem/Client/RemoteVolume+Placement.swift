@@ -20,22 +20,27 @@ extension RemoteVolume {
         }
         var set = ReplicaSet()
         var placed = 0
+        var elsewhere: [UInt8]?
         for r in 0..<table.replicaCount {
             guard let index = table.replica(r, of: group) else { continue }
             placed += 1
+            // A replica on a server not connected now (unreachable at start, or not given) is
+            // treated as down: the other replicas serve, and re-replication replaces it.
             guard let connection = tableServer[index] else {
-                let id = table.serverIDs[index]
-                tableLock.unlock()
-                throw .corruptMetadata("""
-                    group \(group) of volume '\(name)' lives on server \(Self.hex(id)), which is not in this pool \
-                    (pass every --server that holds the volume)
-                    """)
+                elsewhere = table.serverIDs[index]
+                continue
             }
             if !serverDown[connection] { set.append(connection) }
         }
         if forWriting, let copying, copying.group == group, !serverDown[copying.target] { set.append(copying.target) }
         tableLock.unlock()
         guard set.count > 0 else {
+            if let elsewhere {
+                throw .unreachable(server: "pool", reason: """
+                    page group \(group) of volume '\(name)' has no replica on a healthy server of this pool \
+                    (one is on server \(Self.hex(elsewhere)), not connected: pass every --server that holds the volume)
+                    """)
+            }
             throw .unreachable(server: "pool", reason: "all \(placed) replica(s) of page group \(group) of volume '\(name)' are down")
         }
         return set

@@ -98,7 +98,7 @@ extension RemoteVolume {
         var reportedStuck = Set<Int>()
         tableLock.lock()
         while !closing {
-            guard serverDown.contains(true), let (group, stuck) = nextDegradedGroupLocked(skipping: reportedStuck) else {
+            guard serverDown.contains(true) || tableServer.contains(nil), let (group, stuck) = nextDegradedGroupLocked(skipping: reportedStuck) else {
                 repairWake.wait(tableLock, until: MonotonicInstant.now.adding(milliseconds: 1000))
                 continue
             }

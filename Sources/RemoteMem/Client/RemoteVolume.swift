@@ -89,11 +89,13 @@ public final class RemoteVolume: PageBacking, @unchecked Sendable {
     /// Opens (and, with `create`, first creates) the volume on every server and takes its lease.
     /// Takes ownership of `connections`.
     public static func open(name: String, capacityBytes: UInt64, connections: [ServerConnection],
-                            create: Bool = true, replicas: Int = 1,
+                            create: Bool = true, replicas: Int = 1, poolServers: Int? = nil,
                             report: @escaping @Sendable (VolumeEvent) -> Void = { _ in }) throws(RemoteMemError) -> RemoteVolume {
         try validate(name: name, capacityBytes: capacityBytes, serverCount: connections.count)
-        guard (1...min(4, connections.count)).contains(replicas) else {
-            throw .invalidArgument("\(replicas) replicas need at least as many servers (\(connections.count) given; at most 4 replicas)")
+        // `poolServers` counts servers given but unreachable now (a restart during an outage).
+        let servers = max(poolServers ?? connections.count, connections.count)
+        guard (1...min(4, servers)).contains(replicas) else {
+            throw .invalidArgument("\(replicas) replicas need at least as many servers (\(servers) given; at most 4 replicas)")
         }
         if create { try Self.create(name: name, capacityBytes: capacityBytes, on: connections) }
         let opened = try agreeOnEpoch(name: name, connections: connections)
