@@ -1,6 +1,7 @@
 import Foundation
 import LinuxSystem
 import MemxTesting
+import RemoteMem
 import Testing
 import VhostUser
 import Virtio
@@ -127,8 +128,14 @@ struct RemoteBackendTests {
             #expect(try queue.write(sector: UInt64(group) * 8192, data: pattern(group, 4096)).isOK)
         }
         #expect(try queue.perform(.flush).isOK)
-        kill(servers[1].process.processIdentifier, SIGSTOP)
-        defer { kill(servers[1].process.processIdentifier, SIGCONT) }
+        // Stop the server holding more of the groups (placement spreads them over both).
+        let stored = try servers.map { server in
+            try ControlClient(connectingTo: TCPAddress(host: "127.0.0.1", port: server.port)).volumeStat(backend.volume).storedPages
+        }
+        try #require(stored.allSatisfy { $0 > 0 }, "groups not spread over both servers: \(stored)")
+        let victim = stored[0] > stored[1] ? 0 : 1
+        kill(servers[victim].process.processIdentifier, SIGSTOP)
+        defer { kill(servers[victim].process.processIdentifier, SIGCONT) }
         var slots: [Int: Int] = [:]
         for group in 0..<16 {
             slots[try queue.submit(.read(sector: UInt64(group) * 8192 + 8, byteCount: 4096), kick: false)] = group
@@ -145,9 +152,8 @@ struct RemoteBackendTests {
             #expect(try queue.readData(slot: completion.slot, count: 4096) == [UInt8](repeating: 0, count: 4096))
         }
         #expect(backend.process!.process.isRunning)
-        kill(servers[1].process.processIdentifier, SIGCONT)
-        _ = try servers[0].stop()
-        _ = try servers[1].stop(signal: SIGKILL)
+        kill(servers[victim].process.processIdentifier, SIGCONT)
+        for server in servers { _ = try server.stop(signal: SIGKILL) }
     }
 
     @Test("write-back (the default): kill -9 after acknowledged, unflushed writes; the next memx-vhost writes them back")
@@ -228,7 +234,12 @@ struct RemoteBackendTests {
         for group in 0..<16 {
             #expect(try queue.write(sector: UInt64(group) * 8192, data: pattern(group, 4096)).isOK)
         }
-        _ = try servers[1].stop(signal: SIGKILL)
+        let stored = try servers.map { server in
+            try ControlClient(connectingTo: TCPAddress(host: "127.0.0.1", port: server.port)).volumeStat(backend.volume).storedPages
+        }
+        try #require(stored.allSatisfy { $0 > 0 }, "groups not spread over both servers: \(stored)")
+        let victim = stored[0] > stored[1] ? 0 : 1
+        _ = try servers[victim].stop(signal: SIGKILL)
         var failed = 0, ok = 0
         let start = Date()
         for group in 0..<16 {
@@ -238,6 +249,6 @@ struct RemoteBackendTests {
         #expect(failed > 0 && ok > 0, "ok \(ok), failed \(failed)")
         #expect(Date().timeIntervalSince(start) < 30)
         #expect(backend.process!.process.isRunning)
-        _ = try servers[0].stop()
+        _ = try servers[1 - victim].stop()
     }
 }

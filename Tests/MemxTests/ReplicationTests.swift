@@ -125,6 +125,31 @@ struct ReplicationTests {
         #expect(try store.read(at: 0, count: Self.chunk) == data(0, Self.chunk, version: 1))
     }
 
+    @Test("a stalled server (SIGSTOP): reads and writes fail over after the request timeout, nothing hangs or errs")
+    func stalledServer() throws {
+        let pool = try ServerPool("repl-stall", count: 3)
+        let store = try RemotePageStore(servers: pool.addresses, volume: "stall", capacityBytes: Self.volumeBytes, options: options())
+        defer { store.close() }
+        let bytes = 16 << 20
+        for offset in stride(from: 0, to: bytes, by: Self.chunk) { try store.write(at: UInt64(offset), data(offset, Self.chunk)) }
+        try store.flush()
+        let victim = placement(store)[0][0]
+        let pid = pool.servers[victim].process.processIdentifier
+        kill(pid, SIGSTOP)
+        defer { kill(pid, SIGCONT) }
+        let start = Date()
+        for offset in stride(from: 0, to: bytes, by: Self.chunk) {
+            #expect(try store.read(at: UInt64(offset), count: Self.chunk) == data(offset, Self.chunk), "at \(offset)")
+        }
+        for offset in stride(from: 0, to: 4 << 20, by: Self.chunk) { try store.write(at: UInt64(offset), data(offset, Self.chunk, version: 2)) }
+        try store.flush()
+        #expect(store.volume.downServers == [victim])
+        // One request timeout (1 s here) to notice, then no further waiting on that server.
+        #expect(Date().timeIntervalSince(start) < 10)
+        #expect(waitForRepair(store, replicas: 2, avoiding: [victim]), "\(placement(store))")
+        #expect(try store.read(at: 0, count: Self.chunk) == data(0, Self.chunk, version: 2))
+    }
+
     @Test("--replicas is the volume's: reopening with another count is a clear error; more replicas than servers is refused")
     func replicaCountIsFixed() throws {
         let pool = try ServerPool("repl-count", count: 2)
