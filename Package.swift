@@ -66,7 +66,8 @@ let package = Package(
             swiftSettings: swiftSettings),
         .target(
             name: "MemxTesting",
-            dependencies: ["VhostUser", "Virtio", "GuestMemory", "LinuxSystem", "BlockDevice", "RemoteMem"],
+            dependencies: ["VhostUser", "Virtio", "GuestMemory", "LinuxSystem", "BlockDevice", "RemoteMem", "MemoryServer",
+                           .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings),
         .executableTarget(
             name: "memx-vhost",

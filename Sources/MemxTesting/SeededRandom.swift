@@ -100,6 +100,17 @@ public enum TestEnvironment {
         integer("MEMX_PROPERTY_ITERATIONS").map { Int(clamping: $0) } ?? defaultCount
     }
 
+    /// `MEMX_FUZZ_SEED`, else `MEMX_SEED`, else `defaultSeed`: the fuzz suite's seed.
+    public static func fuzzSeed(default defaultSeed: UInt64) -> UInt64 {
+        integer("MEMX_FUZZ_SEED") ?? seed(default: defaultSeed)
+    }
+
+    /// `MEMX_FUZZ_ITERATIONS`, or `defaultCount` if unset or unparsable: the fuzz suite's
+    /// length (small for CI; millions for the opt-in long run).
+    public static func fuzzIterations(default defaultCount: Int) -> Int {
+        integer("MEMX_FUZZ_ITERATIONS").map { Int(clamping: $0) } ?? defaultCount
+    }
+
     /// An unsigned integer variable, decimal or 0x-prefixed hex.
     public static func integer(_ name: String) -> UInt64? {
         guard let raw = getenv(name) else { return nil }
