@@ -426,7 +426,7 @@ struct FuzzTests {
             }
             Self.checkDecoder("VOLUME_OPEN", try reply(.volumeOpen, WireMessages.volumeOpen(name: name, minimumEpoch: 0)),
                               expected: metadata, &r, hint: hint) { b throws(FrameError) in try VolumeOpenReply(b).metadata }
-            let listed = try harness.store.list().map { VolumeListEntry(name: $0.name, sizeBytes: $0.sizeBytes, storedPages: $0.storedPages) }
+            let listed = harness.store.list().map { VolumeListEntry(name: $0.name, sizeBytes: $0.sizeBytes, storedPages: $0.storedPages) }
             Self.checkDecoder("VOLUME_LIST", try reply(.volumeList), expected: listed, &r, hint: hint) { b throws(FrameError) in try VolumeListEntry.list(b) }
             let proof = r.bytes(ClusterKey.proofBytes)
             Self.checkDecoder("AUTH", WireMessages.auth(proof: proof), expected: proof, &r, hint: hint) { b throws(FrameError) in try WireMessages.authProof(b) }
