@@ -93,7 +93,8 @@ public final class RemotePageStore: AsyncReadablePageStore, @unchecked Sendable 
             var memory: CacheMemory?
             if let directory = options.cacheDirectory {
                 memory = try CacheMemory(directory: directory, volume: name,
-                                         frameCount: PageCache.frameCount(capacityBytes: options.cacheBytes), backing: volume)
+                                         frameCount: PageCache.frameCount(capacityBytes: options.cacheBytes), backing: volume,
+                                         epoch: volume.epoch)
             }
             cache = try PageCache(backing: volume,
                                   options: PageCache.Options(capacityBytes: options.cacheBytes, writeThrough: options.writeThrough,

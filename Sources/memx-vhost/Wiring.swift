@@ -50,6 +50,14 @@ enum Wiring {
                                        case .progress: logger.notice("\(event.message)")
                                        }
                                    }))
+                if remote.cache.memory.discardedPages > 0 {
+                    logger.error("""
+                        dropped \(remote.cache.memory.discardedPages) dirty pages a previous memx-vhost left in \
+                        \(remote.cache.memory.path ?? "its cache") under lease epoch \(remote.cache.memory.previousEpoch): \
+                        another backend has held the volume since (this one has epoch \(remote.volume.epoch)), \
+                        so they are older than its data; the guest never had them flushed
+                        """)
+                }
                 if remote.cache.memory.recoveredPages > 0 {
                     logger.notice("""
                         wrote back \(remote.cache.memory.recoveredPages) dirty pages a previous memx-vhost left in \

@@ -21,8 +21,8 @@ struct CacheMemoryTests {
 
     /// A write-back cache on a cache file in `directory`, as memx-vhost makes it.
     func openCache(_ directory: String, _ backing: FakeBacking, volume: String = "vol",
-                   frames: Int = Self.frames) throws -> PageCache {
-        let memory = try CacheMemory(directory: directory, volume: volume, frameCount: frames, backing: backing)
+                   frames: Int = Self.frames, epoch: UInt64 = 1) throws -> PageCache {
+        let memory = try CacheMemory(directory: directory, volume: volume, frameCount: frames, backing: backing, epoch: epoch)
         return try PageCache(backing: backing, options: .init(capacityBytes: UInt64(frames) * 4096, flushIntervalMillis: Self.slow),
                              memory: memory)
     }
@@ -50,7 +50,7 @@ struct CacheMemoryTests {
         }
         #expect(leftDirty > 30, "the flusher wrote back nearly everything during the test")
         let writtenBefore = backing.state.withLock { $0.pagesWritten }
-        let second = try openCache(directory, backing)
+        let second = try openCache(directory, backing, epoch: 2)
         defer { second.stop() }
         #expect(second.memory.recoveredPages == leftDirty)
         #expect(backing.stored(10) == page(10))
@@ -101,7 +101,7 @@ struct CacheMemoryTests {
             leftDirty = cache.memory.dirtyRecordCount
         }
         #expect(leftDirty > 100)
-        let second = try openCache(directory, backing, frames: 256)
+        let second = try openCache(directory, backing, frames: 256, epoch: 2)
         defer { second.stop() }
         #expect(second.memory.recoveredPages == leftDirty)
         for p: UInt64 in 0..<120 { #expect(backing.stored(p) == page(p)) }
@@ -115,7 +115,7 @@ struct CacheMemoryTests {
         do {
             let first = try openCache(directory, backing)
             #expect {
-                _ = try CacheMemory(directory: directory, volume: "vol", frameCount: Self.frames, backing: backing)
+                _ = try CacheMemory(directory: directory, volume: "vol", frameCount: Self.frames, backing: backing, epoch: 2)
             } throws: { "\($0)".contains("in use by another process") }
             try first.write(at: 0, page(1))
             first.stop()
@@ -126,14 +126,14 @@ struct CacheMemoryTests {
         let other = CacheMemory.path(directory: directory, volume: "other")
         #expect(rename(path, other) == 0)
         #expect {
-            _ = try CacheMemory(directory: directory, volume: "other", frameCount: Self.frames, backing: backing)
+            _ = try CacheMemory(directory: directory, volume: "other", frameCount: Self.frames, backing: backing, epoch: 2)
         } throws: { "\($0)".contains("belongs to another volume") }
         #expect(FileManager.default.fileExists(atPath: other))
 
         // A volume of another size.
         #expect(rename(other, path) == 0)
         #expect {
-            _ = try CacheMemory(directory: directory, volume: "vol", frameCount: Self.frames, backing: FakeBacking(pageCount: 8192))
+            _ = try CacheMemory(directory: directory, volume: "vol", frameCount: Self.frames, backing: FakeBacking(pageCount: 8192), epoch: 2)
         } throws: { "\($0)".contains("volume of 4096 pages") }
 
         // A record naming a page past the volume.
@@ -143,16 +143,39 @@ struct CacheMemoryTests {
         #expect(pwrite(fd, &record, 8, 4096 + 8 * 5) == 8)
         close(fd)
         #expect {
-            _ = try CacheMemory(directory: directory, volume: "vol", frameCount: Self.frames, backing: backing)
+            _ = try CacheMemory(directory: directory, volume: "vol", frameCount: Self.frames, backing: backing, epoch: 2)
         } throws: { "\($0)".contains("bad record") }
 
         // Not a cache file at all.
         #expect(truncate(path, 100) == 0)
         #expect {
-            _ = try CacheMemory(directory: directory, volume: "vol", frameCount: Self.frames, backing: backing)
+            _ = try CacheMemory(directory: directory, volume: "vol", frameCount: Self.frames, backing: backing, epoch: 2)
         } throws: { "\($0)".contains("too short") }
         #expect(FileManager.default.fileExists(atPath: path))
         #expect(backing.stored(0) == [UInt8](repeating: 0, count: 4096), "nothing was written from a damaged file")
+    }
+
+    @Test("leftovers from an older lease (another backend opened the volume since) are dropped, not written over newer data")
+    func dropsLeftoversOfALostLease() throws {
+        let directory = try BackendProcess.temporaryDirectory("cachefile-lease")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let backing = FakeBacking(pageCount: 4096)
+        var leftDirty = 0
+        do {
+            let cache = try openCache(directory, backing, epoch: 7)
+            for p: UInt64 in 0..<8 { try cache.write(at: p * 4096, page(p)) }
+            cache.stop()
+            leftDirty = cache.memory.dirtyRecordCount
+        }
+        #expect(leftDirty > 0)
+        // Another backend took the lease (epoch 8) and wrote newer data; now epoch 9 opens here.
+        for p: UInt64 in 0..<8 { backing.state.withLock { $0.pages[p] = page(100 + p) } }
+        let later = try openCache(directory, backing, epoch: 9)
+        defer { later.stop() }
+        #expect(later.memory.recoveredPages == 0)
+        #expect(later.memory.discardedPages == leftDirty)
+        #expect(later.memory.previousEpoch == 7)
+        for p: UInt64 in 0..<8 { #expect(backing.stored(p) == page(100 + p), "page \(p) was overwritten with stale data") }
     }
 
     @Test("a failed write-back of the leftovers fails the open and keeps the file for the next try")
@@ -167,10 +190,10 @@ struct CacheMemoryTests {
         }
         backing.state.withLock { $0.writeError = .full(server: "127.0.0.1:1") }
         #expect(throws: RemoteMemError.full(server: "127.0.0.1:1")) {
-            _ = try CacheMemory(directory: directory, volume: "vol", frameCount: Self.frames, backing: backing)
+            _ = try CacheMemory(directory: directory, volume: "vol", frameCount: Self.frames, backing: backing, epoch: 2)
         }
         backing.state.withLock { $0.writeError = nil }
-        let memory = try CacheMemory(directory: directory, volume: "vol", frameCount: Self.frames, backing: backing)
+        let memory = try CacheMemory(directory: directory, volume: "vol", frameCount: Self.frames, backing: backing, epoch: 2)
         #expect(memory.recoveredPages == 8)
         for p: UInt64 in 0..<8 { #expect(backing.stored(p) == page(p)) }
     }

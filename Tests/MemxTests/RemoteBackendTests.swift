@@ -1,4 +1,5 @@
 import Foundation
+import GuestMemory
 import LinuxSystem
 import MemxTesting
 import RemoteMem
@@ -198,6 +199,36 @@ struct RemoteBackendTests {
             #expect(try last.read(sector: UInt64(i * chunk / 512), byteCount: chunk).1 == pattern(1000 + i, chunk))
         }
         for server in servers { _ = try server.stop() }
+    }
+
+    @Test("a backend whose lease another took is refused: its FLUSH fails, its log says so, the new one never sees its writes")
+    func fencedBackend() throws {
+        let directory = try BackendProcess.temporaryDirectory("remote-fenced")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let servers = try Self.servers(2, memory: "64M", directory: directory)
+        let old = try Backend("remote-fenced", size: "64M", extra: Self.arguments(servers) + ["--pool-directory", directory])
+        let oldClient = try old.connect()
+        let oldQueue = try oldClient.start(queues: 1, queueSize: 128)[0]
+        #expect(try oldQueue.write(sector: 0, data: pattern(1, 4096)).isOK)
+        #expect(try oldQueue.perform(.flush).isOK)
+        // A second memx-vhost (another host, say: its own pool directory) opens the same volume.
+        let otherDirectory = directory + "/other"
+        try FileManager.default.createDirectory(atPath: otherDirectory, withIntermediateDirectories: true)
+        let new = try BackendProcess(socketPath: directory + "/new.sock",
+                                     arguments: ["--size", "64M", "--volume", old.volume, "--pool-directory", otherDirectory]
+                                         + Self.arguments(servers),
+                                     logPath: directory + "/new.log")
+        defer { _ = try? new.stop() }
+        // The old backend's next write completes in its cache, but cannot reach the servers.
+        #expect(try oldQueue.write(sector: 0, data: pattern(2, 4096)).isOK)
+        let flush = try oldQueue.perform(.flush)
+        #expect(flush.statusByte == 1, "FLUSH after losing the lease must fail")
+        #expect(old.log.contains("was opened by another backend"), "\(old.log.suffix(2000))")
+        let newClient = try FrontendClient.connect(socketPath: directory + "/new.sock", guestRAM: try GuestRAM(sizeBytes: 64 << 20))
+        let newQueue = try newClient.start(queues: 1, queueSize: 128)[0]
+        #expect(try newQueue.read(sector: 0, byteCount: 4096).1 == pattern(1, 4096))
+        _ = try newClient.stop()
+        _ = try? oldClient.stop()
     }
 
     @Test("a full pool: written through, the writes past its capacity fail with IOERR; earlier data stays readable")

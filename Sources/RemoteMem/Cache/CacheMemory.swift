@@ -22,7 +22,9 @@ public final class CacheMemory: @unchecked Sendable {
     // records are accessed under the PageCache's frame-pinning protocol.
 
     static let magic: UInt64 = 0x4843_4143_584D_454D  // "MEMXCACH"
-    static let formatVersion: UInt32 = 1
+    static let formatVersion: UInt32 = 2
+    /// Where the header keeps the lease epoch the file's writes were made under.
+    static let epochOffset = 296
     static let headerBytes = Int(PageStoreLimits.pageSize)
     static let nameBytesMax = 255
     static let pageSize = Int(PageStoreLimits.pageSize)
@@ -32,6 +34,11 @@ public final class CacheMemory: @unchecked Sendable {
     public let frameCount: Int
     /// Dirty pages a previous process left and this one wrote back on open.
     public let recoveredPages: Int
+    /// Dirty pages a previous process left that were NOT written back because another backend
+    /// has held the volume's lease since (they would overwrite its newer data).
+    public let discardedPages: Int
+    /// The lease epoch the previous process wrote under (0: no previous file).
+    public let previousEpoch: UInt64
     let frames: UnsafeMutableRawPointer
     let records: UnsafeMutablePointer<UInt64>
     private let mapping: MemoryMapping
@@ -50,6 +57,8 @@ public final class CacheMemory: @unchecked Sendable {
         file = nil
         self.frameCount = frameCount
         recoveredPages = 0
+        discardedPages = 0
+        previousEpoch = 0
         // SAFETY: records fill the first `recordBytes` of the mapping, frames the rest; both are
         // page-aligned, and anonymous memory starts zeroed (no dirty records).
         records = mapping.base.bindMemory(to: UInt64.self, capacity: frameCount)
@@ -66,7 +75,14 @@ public final class CacheMemory: @unchecked Sendable {
     /// `backing` first (its frames are the only copy of acknowledged writes); only then is the
     /// file emptied and sized for `frameCount` frames. A damaged file or a failed write-back is an
     /// error and the file is kept, so nothing acknowledged is ever dropped silently.
-    public init(directory: String, volume: String, frameCount: Int, backing: PageBacking) throws(RemoteMemError) {
+    ///
+    /// `epoch` is the lease this process just took. The leftovers are written back only if that
+    /// lease directly follows the one they were written under (`previous + 1`: every open raises
+    /// the epoch, so nobody else opened the volume in between). Otherwise another backend (a
+    /// migration destination, say) has held the volume since, its data is newer, and the
+    /// leftovers are dropped and counted in `discardedPages`: they lost their lease.
+    public init(directory: String, volume: String, frameCount: Int, backing: PageBacking,
+                epoch: UInt64) throws(RemoteMemError) {
         precondition(frameCount > 0)
         guard volume.utf8.count <= Self.nameBytesMax else { throw .invalidArgument("volume name longer than \(Self.nameBytesMax) bytes") }
         let path = Self.path(directory: directory, volume: volume)
@@ -78,7 +94,8 @@ public final class CacheMemory: @unchecked Sendable {
         } catch {
             throw .cacheFile("the cache file \(path) is in use by another process (volume '\(volume)' is served on this host)")
         }
-        recoveredPages = try Self.recover(owned, path: path, volume: volume, backing: backing)
+        (recoveredPages, discardedPages, previousEpoch) = try Self.recover(owned, path: path, volume: volume, backing: backing,
+                                                                          epoch: epoch)
         let recordBytes = Self.recordBytes(frameCount)
         let mapped: MemoryMapping
         do {
@@ -86,7 +103,7 @@ public final class CacheMemory: @unchecked Sendable {
             // back); the new file reads as zeros: no dirty records.
             try owned.truncate(to: 0)
             try owned.truncate(to: Self.headerBytes + recordBytes + frameCount * Self.pageSize)
-            try Self.writeHeader(owned, frameCount: frameCount, volumePages: backing.pageCount, volume: volume)
+            try Self.writeHeader(owned, frameCount: frameCount, volumePages: backing.pageCount, volume: volume, epoch: epoch)
             mapped = try MemoryMapping(fd: owned.rawValue, length: recordBytes + frameCount * Self.pageSize,
                                        offset: Self.headerBytes)
         } catch {
@@ -141,7 +158,7 @@ public final class CacheMemory: @unchecked Sendable {
     // MARK: - The file
 
     private static func writeHeader(_ fd: borrowing FileDescriptor, frameCount: Int, volumePages: UInt64,
-                                    volume: String) throws(Errno) {
+                                    volume: String, epoch: UInt64) throws(Errno) {
         var header = [UInt8](repeating: 0, count: headerBytes)
         func put<T: FixedWidthInteger>(_ value: T, at offset: Int) {
             withUnsafeBytes(of: value.littleEndian) { header.replaceSubrange(offset..<(offset + $0.count), with: $0) }
@@ -153,17 +170,19 @@ public final class CacheMemory: @unchecked Sendable {
         put(volumePages, at: 24)
         put(UInt32(volume.utf8.count), at: 32)
         header.replaceSubrange(36..<(36 + volume.utf8.count), with: Array(volume.utf8))
+        put(epoch, at: epochOffset)
         let written = header.withUnsafeBytes { pwrite(fd.rawValue, $0.baseAddress, $0.count, 0) }
         if written != headerBytes { throw Errno.current }
     }
 
-    /// Writes back the dirty pages recorded in an existing file; returns how many. An empty file
-    /// (just created) has nothing to recover.
+    /// Writes back the dirty pages recorded in an existing file (or drops them, see `init`);
+    /// returns how many were written back and dropped, and the file's epoch. An empty file (just
+    /// created) has nothing to recover.
     private static func recover(_ fd: borrowing FileDescriptor, path: String, volume: String,
-                                backing: PageBacking) throws(RemoteMemError) -> Int {
+                                backing: PageBacking, epoch: UInt64) throws(RemoteMemError) -> (Int, Int, UInt64) {
         let size: Int
         do { size = try fd.size() } catch { throw .cacheFile("cannot stat the cache file \(path): \(error)") }
-        guard size > 0 else { return 0 }
+        guard size > 0 else { return (0, 0, 0) }
         let damaged = { (why: String) -> RemoteMemError in
             .cacheFile("the cache file \(path) \(why); it may hold acknowledged writes, so it is kept: "
                              + "inspect it, or remove it to start without them")
@@ -199,19 +218,23 @@ public final class CacheMemory: @unchecked Sendable {
         case .failure(let error): throw damaged("cannot be mapped (\(error))")
         }
         let base = old.base
-        let recovered = try writeBack(base: base, frames: frames, volumePages: volumePages, backing: backing, damaged: damaged)
+        let previous = get(UInt64.self, at: epochOffset)
+        let current = previous == 0 || epoch == previous &+ 1
+        let count = try writeBack(base: base, frames: frames, volumePages: volumePages, backing: current ? backing : nil,
+                                  damaged: damaged)
         // A use after the write-back keeps the old mapping alive until here.
         let mappedBytes = old.length
         precondition(mappedBytes == recordBytes + frames * pageSize)
-        return recovered
+        return current ? (count, 0, previous) : (0, count, previous)
     }
 
     private static func map(_ fd: CInt, length: Int) -> Result<MemoryMapping, Errno> {
         do { return .success(try MemoryMapping(fd: fd, length: length, offset: headerBytes)) } catch { return .failure(error) }
     }
 
-    /// Writes back every dirty record of the old file mapped at `base`; returns how many.
-    private static func writeBack(base: UnsafeMutableRawPointer, frames: Int, volumePages: UInt64, backing: PageBacking,
+    /// Writes back every dirty record of the old file mapped at `base` (with no `backing`, only
+    /// checks and counts them); returns how many.
+    private static func writeBack(base: UnsafeMutableRawPointer, frames: Int, volumePages: UInt64, backing: PageBacking?,
                                   damaged: (String) -> RemoteMemError) throws(RemoteMemError) -> Int {
         let recordBytes = recordBytes(frames)
         // SAFETY: the mapping holds `frames` records followed by the frames (checked by the
@@ -231,6 +254,7 @@ public final class CacheMemory: @unchecked Sendable {
         for i in 1..<max(1, dirty.count) where dirty[i].page == dirty[i - 1].page {
             throw damaged("records page \(dirty[i].page) twice")
         }
+        guard let backing else { return dirty.count }
         var pointers = dirty.map { base + recordBytes + $0.frame * pageSize }
         var runs: [PageRun] = []
         try pointers.withUnsafeMutableBufferPointer { (pages) throws(RemoteMemError) in
