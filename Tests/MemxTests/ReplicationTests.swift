@@ -150,6 +150,46 @@ struct ReplicationTests {
         #expect(try store.read(at: 0, count: Self.chunk) == data(0, Self.chunk, version: 2))
     }
 
+    @Test("a partitioned link (a proxy black-holes it) and a cut one (the proxy resets it): failover, no error, no hang")
+    func partitionedAndCutLinks() throws {
+        let pool = try ServerPool("repl-proxy", count: 3)
+        let proxies = try pool.addresses.map { try FaultyProxy(target: $0) }
+        defer { for proxy in proxies { proxy.stop() } }
+        let events = EventLog()
+        let store = try RemotePageStore(servers: proxies.map(\.address), volume: "proxy", capacityBytes: Self.volumeBytes,
+                                        options: options(events: events))
+        defer { store.close() }
+        let bytes = 16 << 20
+        for offset in stride(from: 0, to: bytes, by: Self.chunk) { try store.write(at: UInt64(offset), data(offset, Self.chunk)) }
+        try store.flush()
+        let groups = placement(store)
+        // A partition: nothing comes back from server A; the client notices by its timeout.
+        let partitioned = groups[0][0]
+        proxies[partitioned].set(.blackhole)
+        for offset in stride(from: 0, to: bytes, by: Self.chunk) {
+            #expect(try store.read(at: UInt64(offset), count: Self.chunk) == data(offset, Self.chunk), "at \(offset)")
+        }
+        try store.write(at: 0, data(0, Self.chunk, version: 3))
+        try store.flush()
+        #expect(store.volume.downServers == [partitioned])
+        #expect(waitForRepair(store, replicas: 2, avoiding: [partitioned]), "\(placement(store)) \(events.all)")
+        // The partition heals: the server answers again, but this backend does not trust it
+        // (it missed writes) — the data stays right.
+        proxies[partitioned].set(.pass)
+        #expect(try store.read(at: 0, count: Self.chunk) == data(0, Self.chunk, version: 3))
+        // A cut link: the next server's connection is reset and reconnects are refused.
+        let cut = placement(store).first { !$0.contains(partitioned) }?.first ?? (partitioned + 1) % 3
+        proxies[cut].set(.cut)
+        for offset in stride(from: 0, to: bytes, by: Self.chunk) {
+            let expected = offset == 0 ? data(0, Self.chunk, version: 3) : data(offset, Self.chunk)
+            #expect(try store.read(at: UInt64(offset), count: Self.chunk) == expected, "at \(offset)")
+        }
+        try store.write(at: UInt64(Self.chunk), data(Self.chunk, Self.chunk, version: 4))
+        try store.flush()
+        #expect(Set(store.volume.downServers) == [partitioned, cut])
+        #expect(try store.read(at: UInt64(Self.chunk), count: Self.chunk) == data(Self.chunk, Self.chunk, version: 4))
+    }
+
     @Test("--replicas is the volume's: reopening with another count is a clear error; more replicas than servers is refused")
     func replicaCountIsFixed() throws {
         let pool = try ServerPool("repl-count", count: 2)
