@@ -38,7 +38,7 @@ extension RequestHandler {
                 try store.putMetadata(handle: header.volume, epoch: header.epoch, expectedVersion: expectedVersion,
                                       newVersion: newVersion, metadata: metadata)
             }
-        case .hello, .ping, .serverStat, .auth, .read, .write, .trim:
+        case .hello, .ping, .serverStat, .serverDrain, .auth, .read, .write, .trim:
             preconditionFailure("\(opcode) is not a volume control opcode")
         }
     }

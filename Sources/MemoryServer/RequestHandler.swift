@@ -1,3 +1,4 @@
+import Synchronization
 import RemoteMem
 
 /// Maps one decoded request to its reply: the protocol's semantics with no I/O, so tests can
@@ -64,6 +65,10 @@ public struct RequestHandler: Sendable {
         case .auth: return try auth(header, payload: Array(payload), handshake: &handshake)
         case .ping: return .ok(header, bytes: Array(payload))
         case .serverStat: return serverStat(header)
+        case .serverDrain:
+            guard payload.count == 1, payload[0] <= 1 else { return .status(.invalid, to: header) }
+            store.draining.store(payload[0] == 1, ordering: .relaxed)
+            return .status(.ok, to: header)
         default: return try control(opcode, header, PayloadReader(Array(payload)))
         }
     }
@@ -161,6 +166,8 @@ public struct RequestHandler: Sendable {
         writer.u64(counters.requestsServed)
         writer.u64(counters.bytesReceived)
         writer.u64(counters.bytesSent)
+        writer.u32(store.draining.load(ordering: .relaxed) ? ServerStatistics.flagDraining : 0)
+        writer.u32(0)
         return .ok(header, bytes: writer.bytes)
     }
 

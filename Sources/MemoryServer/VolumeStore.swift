@@ -28,6 +28,10 @@ public final class VolumeStore: Sendable {
     /// Volumes held.
     public var volumeCount: Int { table.withLock { $0.byName.count } }
 
+    /// Set by `SERVER_DRAIN`: backends move their page groups off this server. It keeps
+    /// serving (reads of the groups being moved, writes until they are) and forgets nothing.
+    public let draining = Atomic<Bool>(false)
+
     /// VOLUME_CREATE: a new, empty volume of `sizeBytes` (a positive multiple of 4 KiB up to
     /// `WireLimits.volumeBytesMax`). `EXISTS` if the name is taken, `FULL` at
     /// `WireLimits.volumesMax` volumes, `INVALID` for a bad name or size.

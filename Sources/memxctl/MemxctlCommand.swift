@@ -27,7 +27,8 @@ struct MemxctlCommand: ParsableCommand {
 
             Exit status: 0 done, 1 an operational error (one line on stderr), 2 bad flags.
             """,
-        subcommands: [ServersCommand.self, ListCommand.self, StatCommand.self, CreateCommand.self, DeleteCommand.self])
+        subcommands: [ServersCommand.self, ListCommand.self, StatCommand.self, CreateCommand.self, DeleteCommand.self,
+                      DrainCommand.self])
 
     @OptionGroup var global: GlobalOptions
 

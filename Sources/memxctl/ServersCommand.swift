@@ -52,6 +52,7 @@ struct ServersCommand: ParsableCommand {
             return .object([
                 ("address", .string(server.description)),
                 ("reachable", .bool(true)),
+                ("draining", .bool(stat.isDraining)),
                 ("serverID", .string(report.serverID)),
                 ("capacityBytes", .unsigned(stat.capacityBytes)),
                 ("usedBytes", .unsigned(stat.usedBytes)),
@@ -82,7 +83,7 @@ struct ServersCommand: ParsableCommand {
             switch result {
             case .success(let report):
                 let stat = report.stat
-                table.add([server.description, "up", HumanFormat.bytes(stat.capacityBytes), HumanFormat.bytes(stat.usedBytes),
+                table.add([server.description, stat.isDraining ? "draining" : "up", HumanFormat.bytes(stat.capacityBytes), HumanFormat.bytes(stat.usedBytes),
                            HumanFormat.bytes(stat.freeBytes), HumanFormat.percent(stat.usePercent), "\(stat.volumeCount)",
                            "\(stat.connectionCount)", "\(stat.requestsServed)", "\(HumanFormat.microseconds(report.roundTrip))"])
             case .failure(let error):

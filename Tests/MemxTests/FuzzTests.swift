@@ -63,6 +63,7 @@ struct FuzzTests {
             w.u16(0); w.u32(0)
             w.raw(r.bytes(16))
         case .auth: w.raw(r.bytes(r.pick([32, 32, 31, 33, 0])))
+        case .serverDrain: w.raw(r.chance(9, in: 10) ? [0] : r.bytes(r.pick([1, 0, 2])))
         case .volumeCreate:
             w.u64(u64(&r, near: [4096, 4096 * 64, 0, 4095, WireLimits.volumeBytesMax, WireLimits.volumeBytesMax + 4096]))
             name()

@@ -144,6 +144,26 @@ struct MemxctlTests {
         }
     }
 
+    @Test("drain: marks the server draining (servers shows it, table and --json); --stop undoes it")
+    func drain() throws {
+        let pool = try Pool("ctl-drain")
+        let started = try Self.memxctl(["--server", pool.addresses[1], "drain"])
+        #expect(started.status == 0, "\(started.stderr)")
+        #expect(started.stdout.contains("draining \(pool.addresses[1])"))
+        #expect(try pool.client(1).serverStat().isDraining)
+        #expect(try !pool.client(0).serverStat().isDraining)
+        let table = try Self.memxctl(pool.flags + ["servers"])
+        #expect(table.stdout.split(separator: "\n").contains { $0.contains(pool.addresses[1]) && $0.contains("draining") }, "\(table.stdout)")
+        let json = try Self.memxctl(pool.flags + ["--json", "servers"])
+        let rows = try #require(try Self.json(json.stdout) as? [[String: Any]])
+        #expect(rows.map { $0["draining"] as? Bool } == [false, true])
+        let stopped = try Self.memxctl(["--server", pool.addresses[1], "drain", "--stop"])
+        #expect(stopped.status == 0 && stopped.stdout.contains("stopped draining"))
+        #expect(try !pool.client(1).serverStat().isDraining)
+        let dead = try Self.memxctl(["--server", try Self.deadAddress(), "drain"])
+        #expect(dead.status == 1 && !dead.stderr.isEmpty)
+    }
+
     @Test("an unreachable server: servers and list report it and exit 0; create and delete exit 1 naming it")
     func unreachableServer() throws {
         let pool = try Pool("ctl-dead")

@@ -190,6 +190,39 @@ struct ReplicationTests {
         #expect(try store.read(at: UInt64(Self.chunk), count: Self.chunk) == data(Self.chunk, Self.chunk, version: 4))
     }
 
+    @Test("drain (one replica): the groups move to the other servers, its copy is freed, new groups avoid it, data stays")
+    func drain() throws {
+        let pool = try ServerPool("repl-drain", count: 3)
+        let events = EventLog()
+        let store = try RemotePageStore(servers: pool.addresses, volume: "drain", capacityBytes: Self.volumeBytes,
+                                        options: options(replicas: 1, events: events))
+        defer { store.close() }
+        let bytes = 24 << 20
+        for offset in stride(from: 0, to: bytes, by: Self.chunk) { try store.write(at: UInt64(offset), data(offset, Self.chunk)) }
+        try store.flush()
+        let leaving = placement(store)[0][0]
+        let control = try ControlClient(connectingTo: pool.addresses[leaving])
+        defer { control.close() }
+        #expect(try control.volumeStat("drain").storedPages > 0)
+        try control.serverDrain(true)
+        #expect(try control.serverStat().isDraining)
+        #expect(waitForRepair(store, replicas: 1, avoiding: [leaving]), "\(placement(store)) \(events.all)")
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline, (try? control.volumeStat("drain").storedPages) != 0 { usleep(50_000) }
+        #expect(try control.volumeStat("drain").storedPages == 0, "the drained server still holds pages of the volume")
+        #expect(events.all.contains { $0.message.contains("is draining") })
+        // New groups go elsewhere, and everything reads back.
+        try store.write(at: 48 << 20, data(48 << 20, Self.chunk))
+        try store.flush()
+        #expect(!placement(store).contains { $0.contains(leaving) })
+        for offset in stride(from: 0, to: bytes, by: Self.chunk) {
+            #expect(try store.read(at: UInt64(offset), count: Self.chunk) == data(offset, Self.chunk), "at \(offset)")
+        }
+        #expect(store.volume.downServers.isEmpty)
+        try control.serverDrain(false)
+        #expect(try !control.serverStat().isDraining)
+    }
+
     @Test("--replicas is the volume's: reopening with another count is a clear error; more replicas than servers is refused")
     func replicaCountIsFixed() throws {
         let pool = try ServerPool("repl-count", count: 2)

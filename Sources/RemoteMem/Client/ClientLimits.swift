@@ -23,6 +23,8 @@ public enum ClientLimits {
     public static let epochAgreementRoundsMax = 8
     /// Group-table writes retried after a CONFLICT before giving up.
     public static let metadataConflictRetriesMax = 4
+    /// How often a volume asks its servers whether one is draining.
+    public static let drainPollMillis = 1000
     /// How stale a server's SERVER_STAT may be when placing a new group.
     public static let serverStatMaxAgeMillis = 1000
 }

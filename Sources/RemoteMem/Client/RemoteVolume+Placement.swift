@@ -79,11 +79,11 @@ extension RemoteVolume {
             for (index, count) in table.groupCounts().enumerated() {
                 if let c = tableServer[index] { counts[c] += count }
             }
-            return (counts, serverDown)
+            return (counts, zip(serverDown, serverDraining).map { $0 || $1 })
         }
         var candidates: [(index: Int, freeGroups: UInt64, load: Int)] = []
         for i in connections.indices where !excluding.contains(i) && !down[i] {
-            guard let stat = statistics[i], connections[i].isConnected else { continue }
+            guard let stat = statistics[i], connections[i].isConnected, !stat.isDraining else { continue }
             let placed = UInt64(placedSinceStat[i]) * ClientLimits.groupPages
             let freeGroups = (stat.freeFrames > placed ? stat.freeFrames - placed : 0) / ClientLimits.groupPages
             candidates.append((i, freeGroups, groupsHere[i]))

@@ -96,9 +96,17 @@ extension RemoteVolume {
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: Int(WireLimits.pagesPerRequestMax) * WireLimits.pageSize, alignment: 4096)
         defer { buffer.deallocate() }
         var reportedStuck = Set<Int>()
+        var polled = MonotonicInstant(nanoseconds: 0)
         tableLock.lock()
         while !closing {
-            guard serverDown.contains(true) || tableServer.contains(nil), let (group, stuck) = nextDegradedGroupLocked(skipping: reportedStuck) else {
+            if MonotonicInstant.now >= polled.adding(milliseconds: ClientLimits.drainPollMillis) {
+                tableLock.unlock()
+                pollDraining()
+                polled = MonotonicInstant.now
+                tableLock.lock()
+            }
+            guard serverDown.contains(true) || serverDraining.contains(true) || tableServer.contains(nil),
+                  let (group, stuck) = nextDegradedGroupLocked(skipping: reportedStuck) else {
                 repairWake.wait(tableLock, until: MonotonicInstant.now.adding(milliseconds: 1000))
                 continue
             }
@@ -138,32 +146,55 @@ extension RemoteVolume {
         tableLock.unlock()
     }
 
+    /// Asks every healthy server whether it is draining (`SERVER_STAT`); a change is logged.
+    private func pollDraining() {
+        for (i, connection) in connections.enumerated() where !tableLock.withLock({ serverDown[i] }) {
+            guard let statistics = try? Self.serverStatistics(connection) else { continue }
+            let changed = tableLock.withLock { () -> Bool in
+                defer { serverDraining[i] = statistics.isDraining }
+                return serverDraining[i] != statistics.isDraining
+            }
+            if changed {
+                report(VolumeEvent(kind: .problem, message: statistics.isDraining
+                    ? "memory server \(connection.address) is draining: moving its page groups to the other servers"
+                    : "memory server \(connection.address) stopped draining"))
+            }
+        }
+    }
+
     /// Healthy connections holding `group` (table order), and all the group's connections
     /// (tableLock held).
-    private func holdersLocked(_ group: Int) -> (healthy: [Int], all: [Int]) {
+    /// `healthy`: replicas on servers that are up and staying; `readable`: also those on a
+    /// draining server (a source for the copy, not a keeper); `all`: every connected holder.
+    private func holdersLocked(_ group: Int) -> (healthy: [Int], readable: [Int], all: [Int]) {
         var healthy: [Int] = []
+        var readable: [Int] = []
         var all: [Int] = []
         for r in 0..<table.replicaCount {
             guard let index = table.replica(r, of: group), let connection = tableServer[index] else { continue }
             all.append(connection)
-            if !serverDown[connection] { healthy.append(connection) }
+            guard !serverDown[connection] else { continue }
+            readable.append(connection)
+            if !serverDraining[connection] { healthy.append(connection) }
         }
-        return (healthy, all)
+        // Copy from a staying replica first.
+        readable.sort { !serverDraining[$0] && serverDraining[$1] }
+        return (healthy, readable, all)
     }
 
     /// The next placed group with fewer healthy replicas than the volume keeps (tableLock held);
     /// `stuck` if no healthy server could take another copy.
     private func nextDegradedGroupLocked(skipping: Set<Int>) -> (Int, stuck: Bool)? {
-        let healthyServers = serverDown.filter { !$0 }.count
         for group in 0..<table.groupCount where table.replica(0, of: group) != nil && !skipping.contains(group) {
             let holders = holdersLocked(group)
-            guard holders.healthy.count < replicaCount else { continue }
-            if holders.healthy.isEmpty {
+            let drainingHolder = holders.readable.count > holders.healthy.count
+            guard holders.healthy.count < replicaCount || drainingHolder else { continue }
+            if holders.readable.isEmpty {
                 repairStatistics.groupsLost += 1
                 continue
             }
-            let spare = connections.indices.contains { !serverDown[$0] && !holders.all.contains($0) }
-            return (group, !spare || healthyServers <= holders.healthy.count)
+            let spare = connections.indices.contains { !serverDown[$0] && !serverDraining[$0] && !holders.all.contains($0) }
+            return (group, !spare)
         }
         return nil
     }
@@ -171,7 +202,8 @@ extension RemoteVolume {
     private func degradedGroupCountLocked() -> Int {
         var count = 0
         for group in 0..<table.groupCount where table.replica(0, of: group) != nil {
-            if holdersLocked(group).healthy.count < replicaCount { count += 1 }
+            let holders = holdersLocked(group)
+            if holders.healthy.count < replicaCount || holders.readable.count > holders.healthy.count { count += 1 }
         }
         return count
     }
@@ -214,6 +246,10 @@ extension RemoteVolume {
             next.setReplicas(group: group, to: Array(ids))
             try publish(next)
         }
+        // A draining server's copy is not named any more: give its memory back.
+        for connection in holders.all where tableLock.withLock({ serverDraining[connection] && !serverDown[connection] }) {
+            try? request(.trim, connection: connection, page: firstPage, count: groupEnd - firstPage, pages: nil)
+        }
         return (target, copied)
     }
 
@@ -223,8 +259,8 @@ extension RemoteVolume {
                            buffer: UnsafeMutableRawPointer) throws(RemoteMemError) -> UInt64 {
         var source: Int?
         while true {
-            let healthy = tableLock.withLock { holdersLocked(group).healthy }
-            guard let candidate = healthy.first else {
+            let readable = tableLock.withLock { holdersLocked(group).readable }
+            guard let candidate = readable.first else {
                 throw .unreachable(server: "pool", reason: "every replica of page group \(group) is down")
             }
             do {

@@ -45,6 +45,9 @@ public final class RemoteVolume: PageBacking, @unchecked Sendable {
     /// with a connection error or timed out. Their groups are served by the other replicas and
     /// copied elsewhere; a server that comes back is not trusted again (its copy may be stale).
     var serverDown: [Bool]
+    /// Servers the operator is draining (`SERVER_DRAIN`, polled): nothing new is placed there
+    /// and their groups are copied elsewhere; they keep serving meanwhile.
+    var serverDraining: [Bool]
     /// The group being copied to a new replica, and the new replica's connection: writes to
     /// that group go there too (guarded by `tableLock`).
     var copying: (group: Int, target: Int)?
@@ -138,6 +141,7 @@ public final class RemoteVolume: PageBacking, @unchecked Sendable {
                  handles: [UInt32], table: GroupTable, versions: [UInt64], report: @escaping @Sendable (VolumeEvent) -> Void) {
         self.replicaCount = table.replicaCount
         self.serverDown = Array(repeating: false, count: connections.count)
+        self.serverDraining = Array(repeating: false, count: connections.count)
         self.report = report
         self.name = name
         self.capacityBytes = capacityBytes

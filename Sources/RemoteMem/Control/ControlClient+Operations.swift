@@ -10,6 +10,13 @@ extension ControlClient {
         return try parse(reply.payload, of: .serverStat) { (payload) throws(FrameError) in try ServerStat(payload) }
     }
 
+    /// `SERVER_DRAIN`: starts (or, with `false`, stops) draining the server: backends copy their
+    /// page groups to other servers and place nothing new there.
+    public func serverDrain(_ draining: Bool) throws(ControlError) {
+        let reply = try call(.serverDrain, payload: [draining ? 1 : 0])
+        guard reply.header.statusValue == .ok else { throw refusal(reply.header, .serverDrain, volume: nil) }
+    }
+
     /// `VOLUME_LIST`: every volume on the server, in the server's order (by name).
     public func volumeList() throws(ControlError) -> [VolumeEntry] {
         let reply = try call(.volumeList)

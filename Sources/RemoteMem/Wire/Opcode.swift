@@ -4,6 +4,7 @@ public enum Opcode: UInt16, Sendable, CustomStringConvertible {
     case ping = 2
     case serverStat = 3
     case auth = 4
+    case serverDrain = 5
     case volumeCreate = 10
     case volumeOpen = 11
     case volumeClose = 12
@@ -21,6 +22,7 @@ public enum Opcode: UInt16, Sendable, CustomStringConvertible {
         case .ping: "PING"
         case .serverStat: "SERVER_STAT"
         case .auth: "AUTH"
+        case .serverDrain: "SERVER_DRAIN"
         case .volumeCreate: "VOLUME_CREATE"
         case .volumeOpen: "VOLUME_OPEN"
         case .volumeClose: "VOLUME_CLOSE"

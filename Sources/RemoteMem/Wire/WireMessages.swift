@@ -116,6 +116,13 @@ public struct ServerStatistics: Equatable, Sendable {
     public var requestsServed: UInt64
     public var bytesIn: UInt64
     public var bytesOut: UInt64
+    /// Bit 0: the server is draining (`SERVER_DRAIN`): backends move their groups off it and
+    /// place nothing new there.
+    public var flags: UInt32
+
+    public static let flagDraining: UInt32 = 1
+
+    public var isDraining: Bool { flags & Self.flagDraining != 0 }
 
     public var freeFrames: UInt64 { capacityFrames > usedFrames ? capacityFrames - usedFrames : 0 }
     public var capacityBytes: UInt64 { capacityFrames * UInt64(WireLimits.pageSize) }
@@ -133,6 +140,8 @@ public struct ServerStatistics: Equatable, Sendable {
         requestsServed = try reader.u64()
         bytesIn = try reader.u64()
         bytesOut = try reader.u64()
+        flags = try reader.u32()
+        _ = try reader.u32()  // reserved
         try reader.finish()
     }
 }
