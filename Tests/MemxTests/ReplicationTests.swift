@@ -223,6 +223,20 @@ struct ReplicationTests {
         #expect(try !control.serverStat().isDraining)
     }
 
+    @Test("heartbeat: a server that dies while the disk is idle is noticed and its groups copied before any I/O needs them")
+    func idleFailureIsNoticed() throws {
+        let pool = try ServerPool("repl-idle", count: 3)
+        let store = try RemotePageStore(servers: pool.addresses, volume: "idle", capacityBytes: Self.volumeBytes, options: options())
+        defer { store.close() }
+        for offset in stride(from: 0, to: 12 << 20, by: Self.chunk) { try store.write(at: UInt64(offset), data(offset, Self.chunk)) }
+        try store.flush()
+        let victim = placement(store)[0][0]
+        _ = try pool.servers[victim].stop(signal: SIGKILL)
+        // No reads or writes from here: only the once-a-second SERVER_STAT can notice.
+        #expect(waitForRepair(store, replicas: 2, avoiding: [victim]), "\(placement(store))")
+        #expect(store.volume.downServers == [victim])
+    }
+
     @Test("--replicas is the volume's: reopening with another count is a clear error; more replicas than servers is refused")
     func replicaCountIsFixed() throws {
         let pool = try ServerPool("repl-count", count: 2)

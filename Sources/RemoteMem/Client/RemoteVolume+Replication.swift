@@ -96,6 +96,8 @@ extension RemoteVolume {
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: Int(WireLimits.pagesPerRequestMax) * WireLimits.pageSize, alignment: 4096)
         defer { buffer.deallocate() }
         var reportedStuck = Set<Int>()
+        var stuckReported = 0
+        var failures = 0
         var polled = MonotonicInstant(nanoseconds: 0)
         tableLock.lock()
         while !closing {
@@ -107,15 +109,22 @@ extension RemoteVolume {
             }
             guard serverDown.contains(true) || serverDraining.contains(true) || tableServer.contains(nil),
                   let (group, stuck) = nextDegradedGroupLocked(skipping: reportedStuck) else {
+                if reportedStuck.count > stuckReported {
+                    // One line per episode, not one per group.
+                    stuckReported = reportedStuck.count
+                    tableLock.unlock()
+                    report(VolumeEvent(kind: .problem, message: """
+                        \(stuckReported) page group(s) keep fewer than \(replicaCount) replicas: \
+                        no other healthy memory server to copy them to
+                        """))
+                    tableLock.lock()
+                }
                 repairWake.wait(tableLock, until: MonotonicInstant.now.adding(milliseconds: 1000))
                 continue
             }
             if stuck {
                 reportedStuck.insert(group)
                 repairStatistics.groupsUnderReplicated = reportedStuck.count
-                tableLock.unlock()
-                report(VolumeEvent(kind: .problem, message: "page group \(group) keeps fewer than \(replicaCount) replicas: no other healthy memory server to copy it to"))
-                tableLock.lock()
                 continue
             }
             tableLock.unlock()
@@ -124,6 +133,7 @@ extension RemoteVolume {
             tableLock.lock()
             switch result {
             case .success(let (target, bytes)):
+                failures = 0
                 repairStatistics.groupsRepaired += 1
                 repairStatistics.bytesCopied += bytes
                 let statistics = repairStatistics
@@ -137,19 +147,32 @@ extension RemoteVolume {
                 tableLock.lock()
             case .failure(let error):
                 if case .fenced = error { closing = true }
+                failures += 1
+                // Back off (a full pool, say, will not free memory by itself): 0.1 s doubling to
+                // 30 s, reset by the next success.
+                let pause = min(ClientLimits.reconnectBackoffMillisMin << min(failures - 1, 9), 30_000)
                 tableLock.unlock()
-                report(VolumeEvent(kind: .problem, message: "re-replicating page group \(group) failed: \(error); retrying"))
+                report(VolumeEvent(kind: .problem, message: "re-replicating page group \(group) failed: \(error); retrying in \(pause) ms"))
                 tableLock.lock()
-                if !closing { repairWake.wait(tableLock, until: MonotonicInstant.now.adding(milliseconds: ClientLimits.reconnectBackoffMillisMin)) }
+                if !closing { repairWake.wait(tableLock, until: MonotonicInstant.now.adding(milliseconds: pause)) }
             }
         }
         tableLock.unlock()
     }
 
     /// Asks every healthy server whether it is draining (`SERVER_STAT`); a change is logged.
+    /// This is also the heartbeat: a server that fails it (connection down, no answer within
+    /// the request timeout) is marked down even if no I/O went its way, so its groups are
+    /// copied before they are needed.
     private func pollDraining() {
         for (i, connection) in connections.enumerated() where !tableLock.withLock({ serverDown[i] }) {
-            guard let statistics = try? Self.serverStatistics(connection) else { continue }
+            let statistics: ServerStatistics
+            do {
+                statistics = try Self.serverStatistics(connection)
+            } catch {
+                if Self.isServerFailure(error) { markDown(i, error) }
+                continue
+            }
             let changed = tableLock.withLock { () -> Bool in
                 defer { serverDraining[i] = statistics.isDraining }
                 return serverDraining[i] != statistics.isDraining
