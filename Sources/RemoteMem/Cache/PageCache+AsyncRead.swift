@@ -59,26 +59,17 @@ extension PageCache {
             return .mustBlock
         }
         for i in 0..<count {
-            let page = first + UInt64(i)
-            if let frame = index.find(page) {
-                states[frame].pins += 1
-                states[frame].referenced = true
-                counters.hits += 1
-                batch[i] = Int32(frame)
-            } else if let frame = allocateFrame() {
-                states[frame] = FrameState()
-                states[frame].page = page
-                states[frame].pins = 1
-                states[frame].filling = true
-                index.insert(page, frame: frame)
-                batch[i] = Int32(frame) | Self.newFrameFlag | Self.fetchFlag
-                counters.misses += 1
-                if low < 0 { low = i }
-                high = i
-            } else {
+            guard let entry = pinLocked(first + UInt64(i)) else {
                 rollbackLocked(UnsafeMutableBufferPointer(rebasing: batch[..<i]), writing: false)
                 lock.unlock()
                 return .mustBlock
+            }
+            batch[i] = entry
+            if entry & Self.newFrameFlag != 0 {
+                batch[i] |= Self.fetchFlag
+                counters.misses += 1
+                if low < 0 { low = i }
+                high = i
             }
         }
         lock.unlock()

@@ -23,28 +23,16 @@ extension PageCache {
             var exhaustedAt: Int?
             for i in 0..<batch.count {
                 let page = first + UInt64(i)
-                if let frame = index.find(page) {
-                    states[frame].pins += 1
-                    states[frame].referenced = true
-                    counters.hits += 1
-                    if writing != nil { beginWrite(frame) }
-                    batch[i] = Int32(frame)
-                } else if let frame = allocateFrame() {
-                    states[frame] = FrameState()
-                    states[frame].page = page
-                    states[frame].pins = 1
-                    states[frame].filling = true
-                    index.insert(page, frame: frame)
-                    batch[i] = Int32(frame) | Self.newFrameFlag
-                    if writing != nil { beginWrite(frame) }
-                    if !(writing?.coversWholePage(page) ?? false) {
-                        batch[i] |= Self.fetchFlag
-                        needsFetch = true
-                        counters.misses += 1
-                    }
-                } else {
+                guard let entry = pinLocked(page) else {
                     exhaustedAt = i
                     break
+                }
+                batch[i] = entry
+                if writing != nil { beginWrite(Int(entry & Self.frameMask)) }
+                if entry & Self.newFrameFlag != 0 && !(writing?.coversWholePage(page) ?? false) {
+                    batch[i] |= Self.fetchFlag
+                    needsFetch = true
+                    counters.misses += 1
                 }
             }
             if let exhaustedAt {
@@ -57,6 +45,24 @@ extension PageCache {
             if needsFetch { try fetch(first: first, batch: batch, writing: writing != nil) }
             return
         }
+    }
+
+    /// Pins `page`'s frame (a hit), or gives the page a new frame marked filling and returns it
+    /// flagged `newFrameFlag` (a miss); nil if no frame is free or clean (lock held).
+    func pinLocked(_ page: UInt64) -> Int32? {
+        if let frame = index.find(page) {
+            states[frame].pins += 1
+            states[frame].referenced = true
+            counters.hits += 1
+            return Int32(frame)
+        }
+        guard let frame = allocateFrame() else { return nil }
+        states[frame] = FrameState()
+        states[frame].page = page
+        states[frame].pins = 1
+        states[frame].filling = true
+        index.insert(page, frame: frame)
+        return Int32(frame) | Self.newFrameFlag
     }
 
     /// Unpins a batch; ends the writes `acquire` registered. Returns the highest write sequence
@@ -129,7 +135,7 @@ extension PageCache {
     /// A frame for a new page (lock held): a free one, else the CLOCK victim: the first clean,
     /// unpinned frame whose referenced bit is clear (set bits are cleared as the hand passes,
     /// so a page hit again within one revolution stays). Nil if none in two revolutions.
-    func allocateFrame() -> Int? {
+    private func allocateFrame() -> Int? {
         if freeCount > 0 {
             freeCount -= 1
             return Int(freeFrames[freeCount])
