@@ -7,6 +7,9 @@ public enum PageCacheLimits {
     public static let batchPagesMax = 128
     /// Dirty pages one write-back pass claims: up to 8 full requests in flight together.
     public static let writeBackBatchPagesMax = 256
+    /// Dirty pages a writer that finds no clean frame writes back at once (one call, all in
+    /// flight together): enough to amortize the round trip, few enough to return soon.
+    public static let evictionBatchPagesMax = 64
     /// Pages one write-back run carries (one request).
     public static let writeBackRunPagesMax = Int(WireLimits.pagesPerRequestMax)
     /// The background flusher writes dirty pages back at least this often, so a write is not

@@ -187,18 +187,21 @@ extension PageCache {
         changed.broadcast()
     }
 
-    /// When no frame is free or clean: writes back a run of dirty frames at the CLOCK hand so
+    /// When no frame is free or clean: writes back a batch of dirty frames at the CLOCK hand so
     /// they become evictable (a dirty page is written back before its frame is reused), or,
     /// if every frame is busy, waits a moment for one to be released.
     private func makeRoom() throws(RemoteMemError) {
-        try withUnsafeTemporaryAllocation(of: Int32.self, capacity: PageCacheLimits.writeBackRunPagesMax) { (claimed) throws(RemoteMemError) in
+        try withUnsafeTemporaryAllocation(of: Int32.self, capacity: PageCacheLimits.evictionBatchPagesMax) { (claimed) throws(RemoteMemError) in
             lock.lock()
             var count = 0
             var frame = hand
-            for _ in 0..<frameCount where count == 0 {
+            // Claim a batch of dirty frames from the CLOCK hand on (with the pages directly
+            // after each): one write-back call sends them all before waiting, so a cache full
+            // of scattered dirty pages pays one round trip per batch, not per page.
+            for _ in 0..<frameCount where count < claimed.count {
                 if claimLocked(frame) {
-                    claimed[0] = Int32(frame)
-                    count = 1 + claimFollowingLocked(after: states[frame].page, into: claimed, from: 1)
+                    claimed[count] = Int32(frame)
+                    count += 1 + claimFollowingLocked(after: states[frame].page, into: claimed, from: count + 1)
                 }
                 frame = frame + 1 == frameCount ? 0 : frame + 1
             }
