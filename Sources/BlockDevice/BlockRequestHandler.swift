@@ -48,35 +48,50 @@ final class BlockRequestHandler: VirtqueueRequestHandler {
     }
 
     func handle(_ chain: DescriptorChain, writer: GuestMemoryWriter) -> UInt32 {
-        let request: BlockRequest
+        switch parse(chain, writer: writer) {
+        case .request(let request): serve(request, chain: chain, writer: writer)
+        case .done(let usedLength): usedLength
+        }
+    }
+
+    /// A parsed request, or the used length of one that could not be parsed (its status byte,
+    /// if it has one, already says IOERR).
+    private enum Parsed {
+        case request(BlockRequest)
+        case done(UInt32)
+    }
+
+    private func parse(_ chain: DescriptorChain, writer: GuestMemoryWriter) -> Parsed {
         do {
-            request = try BlockRequest.parse(chain, memory: writer.memory)
+            return .request(try BlockRequest.parse(chain, memory: writer.memory))
         } catch {
             switch error {
             case .noStatusByte:
-                return 0
+                return .done(0)
             case .malformed(let statusAddress, _):
                 try? writer.writeByte(statusAddress, BlockStatus.ioError.rawValue)
-                return 1
+                return .done(1)
             }
         }
-        let status = execute(request, chain: chain, writer: writer)
-        do {
-            try writer.writeByte(request.statusAddress, status.rawValue)
-        } catch {
-            return 0
-        }
-        return request.usedLength(status: status)
+    }
+
+    /// Executes a parsed request and writes its status byte; returns the used length.
+    private func serve(_ request: BlockRequest, chain: DescriptorChain, writer: GuestMemoryWriter) -> UInt32 {
+        complete(request, status: execute(request, chain: chain, writer: writer), writer: writer)
     }
 
     // MARK: - Reads in flight
 
     func start(_ chain: DescriptorChain, head: UInt16, writer: GuestMemoryWriter) -> UInt32? {
         guard let asyncStore else { return handle(chain, writer: writer) }
+        let request: BlockRequest
+        switch parse(chain, writer: writer) {
+        case .request(let parsed): request = parsed
+        case .done(let usedLength): return usedLength
+        }
         // A read in flight needs a free slot; with none (the queue collects finished ones after
         // every batch, so only a deep queue gets here) the read is served blocking.
-        if !freeReads.isEmpty, let request = try? BlockRequest.parse(chain, memory: writer.memory), request.type == .read,
-           request.dataLength > 0, let offset = dataRange(request) {
+        if !freeReads.isEmpty, request.type == .read, request.dataLength > 0, let offset = dataRange(request) {
             let index = freeReads.removeLast()
             let slot = reads[index]
             if record(request, chain: chain, into: slot) {
@@ -108,7 +123,7 @@ final class BlockRequestHandler: VirtqueueRequestHandler {
         }
         // Served here, possibly waiting: first finish our own reads in flight.
         if !activeReads.isEmpty { finishAll(writer: writer) }
-        return handle(chain, writer: writer)
+        return serve(request, chain: chain, writer: writer)
     }
 
     var inFlightCount: Int { activeReads.count }

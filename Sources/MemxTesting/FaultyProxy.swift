@@ -98,11 +98,13 @@ public final class FaultyProxy: @unchecked Sendable {
         var buffer = [UInt8](repeating: 0, count: 65536)
         defer { _ = shutdown(to, Int32(SHUT_RDWR)) }
         while true {
-            let (mode, stopped) = state.withLock { ($0.mode, $0.stopped) }
-            if stopped || mode == .cut { return }
             var descriptor = pollfd(fd: from, events: Int16(POLLIN), revents: 0)
             let ready = poll(&descriptor, 1, 10)
             if ready < 0 && errno != EINTR { return }
+            // The mode is read after the wait, right before forwarding: bytes that arrive after
+            // `set(.blackhole)` returned are never forwarded.
+            let (mode, stopped) = state.withLock { ($0.mode, $0.stopped) }
+            if stopped || mode == .cut { return }
             guard ready > 0, mode == .pass else { continue }
             let n = buffer.withUnsafeMutableBytes { recv(from, $0.baseAddress, $0.count, 0) }
             if n <= 0 { return }
