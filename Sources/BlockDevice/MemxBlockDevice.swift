@@ -22,6 +22,9 @@ public final class MemxBlockDevice: VhostUserDevice {
     /// Store failures so far, across queues (the first 10 and every 1000th are logged).
     let storeFailures = Atomic<Int>(0)
 
+    /// Page-store operations that failed so far (each answered IOERR to the guest).
+    public var storeFailureCount: Int { storeFailures.load(ordering: .relaxed) }
+
     public init(configuration: BlockDeviceConfiguration, store: any PageStore,
                 logger: Logger = Logger(label: "memx.block")) {
         self.logger = logger

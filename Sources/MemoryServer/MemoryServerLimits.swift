@@ -10,8 +10,4 @@ public enum MemoryServerLimits {
     /// A peer that does not read its replies for this long is dropped (its thread would
     /// otherwise block in `send` forever).
     public static let sendTimeoutMillis = 30_000
-    /// How long a metrics scrape may take to send its request.
-    public static let metricsRequestTimeoutMillis = 2_000
-    /// The largest HTTP request head the metrics responder reads.
-    public static let metricsRequestBytesMax = 8192
 }

@@ -102,6 +102,12 @@ struct MemxVhostCommand: ParsableCommand {
         """, valueName: "us"))
     var pollUs: Int = 32
 
+    @Option(help: ArgumentHelp("""
+        Serve Prometheus text metrics at http://ADDRESS/metrics: I/O errors, the page cache, \
+        servers down or draining, re-replication progress.
+        """, valueName: "address"))
+    var metricsListen: String?
+
     @Option(help: ArgumentHelp("Directory of the embedded pool's files and of the memory servers' cache file (a tmpfs).",
                                valueName: "dir"))
     var poolDirectory: String = "/dev/shm"
@@ -156,6 +162,13 @@ struct MemxVhostCommand: ParsableCommand {
             }
         }
         if writeThrough && writeBack { throw ValidationError("--write-through and --write-back exclude each other") }
+        var metricsAddress: TCPAddress?
+        if let metricsListen {
+            guard let parsed = TCPAddress(parsing: metricsListen) else {
+                throw ValidationError("--metrics-listen '\(metricsListen)' is not HOST:PORT (example: 127.0.0.1:9401)")
+            }
+            metricsAddress = parsed
+        }
         var cacheBytes: UInt64 = RemotePageStore.Options().cacheBytes
         if let cache {
             guard let bytes = ByteSize(parsing: cache)?.bytes, bytes >= PageCacheLimits.capacityBytesMin else {
@@ -166,7 +179,7 @@ struct MemxVhostCommand: ParsableCommand {
         if let why = device.validationError() { throw ValidationError("--\(Self.flag(for: why)) \(why)") }
         return Settings(socketPath: socket, volume: volumeName, poolDirectory: poolDirectory, device: device,
                         servers: addresses, clusterKey: clusterKey, replicas: replicaCount,
-                        cacheBytes: cacheBytes, writeThrough: writeThrough,
+                        cacheBytes: cacheBytes, writeThrough: writeThrough, metricsListen: metricsAddress,
                         pollMicroseconds: pollUs, logLevel: level)
     }
 
@@ -203,6 +216,8 @@ struct Settings {
     var replicas: Int
     var cacheBytes: UInt64
     var writeThrough: Bool
+    /// Where to serve Prometheus metrics; nil: nowhere.
+    var metricsListen: TCPAddress?
     var pollMicroseconds: Int
     var logLevel: Logger.Level
 

@@ -85,9 +85,21 @@ enum Wiring {
             logger.critical("cannot listen on \(settings.socketPath): \(error)")
             return 1
         }
+        var metrics: MetricsEndpoint?
+        if let address = settings.metricsListen {
+            do {
+                metrics = try MetricsEndpoint(listen: address) { VhostMetrics.exposition(device: device, store: store) }
+                try metrics?.start()
+            } catch {
+                logger.critical("cannot serve metrics on \(address): \(error)")
+                return 1
+            }
+        }
+        defer { metrics?.stop() }
         logger.info("""
             serving \(ByteSize.describe(settings.device.capacityBytes)) disk on \(settings.socketPath) \
-            (\(storeDescription), \(settings.device.queueCount) queues\(settings.device.readOnly ? ", read-only" : ""))
+            (\(storeDescription), \(settings.device.queueCount) queues\(settings.device.readOnly ? ", read-only" : "")\
+            \(metrics.map { ", metrics on http://\($0.address)/metrics" } ?? ""))
             """)
         let signal = server.run(until: signals)
         if let remote = store as? RemotePageStore, let error = remote.close() {

@@ -247,6 +247,41 @@ struct RemoteBackendTests {
         _ = try? oldClient.stop()
     }
 
+    @Test("--metrics-listen: I/O errors, the cache, servers up and down and re-replication, in Prometheus text")
+    func metrics() throws {
+        let directory = try BackendProcess.temporaryDirectory("remote-metrics")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let servers = try Self.servers(3, memory: "64M", directory: directory)
+        let backend = try Backend("remote-metrics", size: "64M",
+                                  extra: Self.arguments(servers) + ["--pool-directory", directory, "--metrics-listen", "127.0.0.1:0"])
+        let port = try #require(backend.log.split(separator: "metrics on http://127.0.0.1:").last.flatMap { UInt16($0.prefix { $0.isNumber }) })
+        func scrape() throws -> String {
+            try MemoryServerTests.exchange(try TCPConnection(connectingTo: TCPAddress(host: "127.0.0.1", port: port)),
+                                           Array("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        }
+        let client = try backend.connect()
+        let queue = try client.start(queues: 1, queueSize: 128)[0]
+        for group in 0..<8 { #expect(try queue.write(sector: UInt64(group) * 8192, data: pattern(group, 4096)).isOK) }
+        #expect(try queue.perform(.flush).isOK)
+        var text = try scrape()
+        #expect(text.hasPrefix("HTTP/1.1 200 OK"))
+        #expect(text.contains("memx_vhost_replicas 2"))
+        #expect(text.contains("memx_vhost_servers{state=\"down\"} 0"))
+        #expect(text.contains("memx_vhost_cache_writeback_pages_total 8"))
+        #expect(text.contains("memx_vhost_store_errors_total 0"))
+        _ = try servers[0].stop(signal: SIGKILL)
+        let deadline = Date().addingTimeInterval(20)
+        repeat {
+            usleep(100_000)
+            text = try scrape()
+        } while Date() < deadline && text.contains("memx_vhost_rereplicated_groups_total 0\n")
+        #expect(text.contains("memx_vhost_servers{state=\"down\"} 1"), "\(text)")
+        #expect(!text.contains("memx_vhost_rereplicated_groups_total 0\n"), "\(text)")
+        for group in 0..<8 { #expect(try queue.read(sector: UInt64(group) * 8192, byteCount: 4096).1 == pattern(group, 4096)) }
+        _ = try client.stop()
+        for server in servers.dropFirst() { _ = try server.stop() }
+    }
+
     @Test("a full pool: written through, the writes past its capacity fail with IOERR; earlier data stays readable")
     func fullPool() throws {
         let directory = try BackendProcess.temporaryDirectory("remote-full")

@@ -213,7 +213,8 @@ extension RemoteVolume {
             let drainingHolder = holders.readable.count > holders.healthy.count
             guard holders.healthy.count < replicaCount || drainingHolder else { continue }
             if holders.readable.isEmpty {
-                repairStatistics.groupsLost += 1
+                lostGroups.insert(group)
+                repairStatistics.groupsLost = lostGroups.count
                 continue
             }
             let spare = connections.indices.contains { !serverDown[$0] && !serverDraining[$0] && !holders.all.contains($0) }

@@ -60,6 +60,8 @@ public final class RemoteVolume: PageBacking, @unchecked Sendable {
     var repairThread: OSThread?
     var closing = false
     var repairStatistics = RepairStatistics()
+    /// Groups whose every replica is down (guarded by `tableLock`).
+    var lostGroups = Set<Int>()
 
     let placementLock = PosixLock()
     var statistics: [ServerStatistics?]
