@@ -11,11 +11,6 @@ import Virtio
 /// the whole data path of issue 3 (vhost-user → block device → page cache → TCP → servers).
 @Suite("memx-vhost on memory servers")
 struct RemoteBackendTests {
-    /// `count` memx-server processes lending `memory` each, in `directory`.
-    static func servers(_ count: Int, memory: String, directory: String) throws -> [ServerProcess] {
-        try (0..<count).map { i in try ServerProcess(arguments: ["--memory", memory], logPath: "\(directory)/server\(i).log") }
-    }
-
     static func arguments(_ servers: [ServerProcess], cache: String = "1M") -> [String] {
         servers.flatMap { ["--server", "127.0.0.1:\($0.port)"] } + ["--cache", cache]
     }
@@ -28,9 +23,8 @@ struct RemoteBackendTests {
 
     @Test("3 servers, a 1 MiB cache, 12 MiB of data: every page goes through the servers and verifies; a restart finds it")
     func dataThroughServers() throws {
-        let directory = try BackendProcess.temporaryDirectory("remote-data")
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let servers = try Self.servers(3, memory: "64M", directory: directory)
+        let pool = try ServerPool("remote-data", count: 3)
+        let servers = pool.servers
         let backend = try Backend("remote-data", size: "64M", extra: Self.arguments(servers))
         let client = try backend.connect()
         var options = BlockQueueOptions()
@@ -55,14 +49,12 @@ struct RemoteBackendTests {
         for i in stride(from: 1, to: 96, by: 7) {
             #expect(try queue.read(sector: UInt64(i * chunk / 512), byteCount: chunk).1 == pattern(i, chunk))
         }
-        for server in servers { _ = try server.stop() }
     }
 
     @Test("QD32 reads in flight through a 1 MiB cache on 3 servers, mixed with writes and FLUSH: every block verifies")
     func readsInFlight() throws {
-        let directory = try BackendProcess.temporaryDirectory("remote-qd32")
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let servers = try Self.servers(3, memory: "64M", directory: directory)
+        let pool = try ServerPool("remote-qd32", count: 3)
+        let (directory, servers) = (pool.directory, pool.servers)
         let backend = try Backend("remote-qd32", size: "64M", extra: Self.arguments(servers) + ["--pool-directory", directory])
         let client = try backend.connect()
         var options = BlockQueueOptions()
@@ -116,14 +108,12 @@ struct RemoteBackendTests {
         }
         _ = try client.stop()
         #expect(try backend.process!.stop() == 0)
-        for server in servers { _ = try server.stop() }
     }
 
     @Test("a stalled (partitioned) server does not hold up reads from the others: they complete first, its own fail after the timeout")
     func stalledServerDoesNotBlockQueue() throws {
-        let directory = try BackendProcess.temporaryDirectory("remote-stall")
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let servers = try Self.servers(2, memory: "64M", directory: directory)
+        let pool = try ServerPool("remote-stall", count: 2)
+        let (directory, servers) = (pool.directory, pool.servers)
         let proxies = try servers.map { try FaultyProxy(target: TCPAddress(host: "127.0.0.1", port: $0.port)) }
         defer { for proxy in proxies { proxy.stop() } }
         let backend = try Backend("remote-stall", size: "64M",
@@ -166,14 +156,12 @@ struct RemoteBackendTests {
             #expect(try queue.readData(slot: completion.slot, count: 4096) == [UInt8](repeating: 0, count: 4096))
         }
         #expect(backend.process!.process.isRunning)
-        for server in servers { _ = try server.stop(signal: SIGKILL) }
     }
 
     @Test("write-back (the default): kill -9 after acknowledged, unflushed writes; the next memx-vhost writes them back")
     func writeBackSurvivesKill() throws {
-        let directory = try BackendProcess.temporaryDirectory("remote-kill")
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let servers = try Self.servers(2, memory: "64M", directory: directory)
+        let pool = try ServerPool("remote-kill", count: 2)
+        let (directory, servers) = (pool.directory, pool.servers)
         let proxies = try servers.map { try FaultyProxy(target: TCPAddress(host: "127.0.0.1", port: $0.port)) }
         defer { for proxy in proxies { proxy.stop() } }
         let arguments = Self.arguments(proxies, cache: "8M") + ["--pool-directory", directory]
@@ -214,14 +202,12 @@ struct RemoteBackendTests {
         for i in stride(from: 0, to: 32, by: 3) {
             #expect(try last.read(sector: UInt64(i * chunk / 512), byteCount: chunk).1 == pattern(1000 + i, chunk))
         }
-        for server in servers { _ = try server.stop() }
     }
 
     @Test("a backend whose lease another took is refused: its FLUSH fails, its log says so, the new one never sees its writes")
     func fencedBackend() throws {
-        let directory = try BackendProcess.temporaryDirectory("remote-fenced")
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let servers = try Self.servers(2, memory: "64M", directory: directory)
+        let pool = try ServerPool("remote-fenced", count: 2)
+        let (directory, servers) = (pool.directory, pool.servers)
         let old = try Backend("remote-fenced", size: "64M", extra: Self.arguments(servers) + ["--pool-directory", directory])
         let oldClient = try old.connect()
         let oldQueue = try oldClient.start(queues: 1, queueSize: 128)[0]
@@ -249,9 +235,8 @@ struct RemoteBackendTests {
 
     @Test("--metrics-listen: I/O errors, the cache, servers up and down and re-replication, in Prometheus text")
     func metrics() throws {
-        let directory = try BackendProcess.temporaryDirectory("remote-metrics")
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let servers = try Self.servers(3, memory: "64M", directory: directory)
+        let pool = try ServerPool("remote-metrics", count: 3)
+        let (directory, servers) = (pool.directory, pool.servers)
         let backend = try Backend("remote-metrics", size: "64M",
                                   extra: Self.arguments(servers) + ["--pool-directory", directory, "--metrics-listen", "127.0.0.1:0"])
         let port = try #require(backend.log.split(separator: "metrics on http://127.0.0.1:").last.flatMap { UInt16($0.prefix { $0.isNumber }) })
@@ -279,14 +264,12 @@ struct RemoteBackendTests {
         #expect(!text.contains("memx_vhost_rereplicated_groups_total 0\n"), "\(text)")
         for group in 0..<8 { #expect(try queue.read(sector: UInt64(group) * 8192, byteCount: 4096).1 == pattern(group, 4096)) }
         _ = try client.stop()
-        for server in servers.dropFirst() { _ = try server.stop() }
     }
 
     @Test("a full pool: written through, the writes past its capacity fail with IOERR; earlier data stays readable")
     func fullPool() throws {
-        let directory = try BackendProcess.temporaryDirectory("remote-full")
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let servers = try Self.servers(1, memory: "1M", directory: directory)
+        let pool = try ServerPool("remote-full", count: 1, memory: "1M")
+        let servers = pool.servers
         let backend = try Backend("remote-full", size: "16M", extra: Self.arguments(servers) + ["--write-through"])
         let client = try backend.connect()
         var options = BlockQueueOptions()
@@ -299,14 +282,12 @@ struct RemoteBackendTests {
         #expect(statuses.prefix(16).allSatisfy { $0 == 0 }, "\(statuses)")
         #expect(statuses.suffix(8).allSatisfy { $0 == 1 }, "\(statuses)")
         #expect(try queue.read(sector: 0, byteCount: 64 << 10).1 == pattern(0, 64 << 10))
-        for server in servers { _ = try server.stop() }
     }
 
     @Test("a server that dies: requests for its pages fail with IOERR within seconds, others still work")
     func deadServer() throws {
-        let directory = try BackendProcess.temporaryDirectory("remote-dead")
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let servers = try Self.servers(2, memory: "64M", directory: directory)
+        let pool = try ServerPool("remote-dead", count: 2)
+        let servers = pool.servers
         let backend = try Backend("remote-dead", size: "64M", extra: Self.arguments(servers) + ["--write-through", "--replicas", "1"])
         let client = try backend.connect()
         var options = BlockQueueOptions()
