@@ -11,12 +11,10 @@ extension RemoteVolume {
         precondition(transfer.pageCount > 0 && transfer.pageCount <= PageTransfer.pagesMax, "transfer of \(transfer.pageCount) pages")
         precondition(transfer.firstPage <= pageCount && UInt64(transfer.pageCount) <= pageCount - transfer.firstPage,
                      "transfer past the volume")
-        let pagesMax = UInt64(WireLimits.pagesPerRequestMax)
         var offset = 0
         while offset < transfer.pageCount {
             let page = transfer.firstPage + UInt64(offset)
-            let group = Int(page / ClientLimits.groupPages)
-            let n = Int(min(UInt64(transfer.pageCount - offset), UInt64(group + 1) * ClientLimits.groupPages - page, pagesMax))
+            let (group, n) = Self.piece(at: page, remaining: transfer.pageCount - offset)
             let placed: Int?
             do {
                 placed = try replicas(ofGroup: group, placing: false, forWriting: false).map { $0[0] }

@@ -28,6 +28,15 @@ extension RemoteVolume {
         var error: RemoteMemError?
     }
 
+    /// The group of `page`, and how many of the `remaining` pages from it one request carries:
+    /// requests stop at a group's end and at `WireLimits.pagesPerRequestMax`.
+    @inline(__always)
+    static func piece(at page: UInt64, remaining: Int) -> (group: Int, pages: Int) {
+        let group = page / ClientLimits.groupPages
+        let toGroupEnd = (group + 1) * ClientLimits.groupPages - page
+        return (Int(group), Int(min(UInt64(remaining), toGroupEnd, UInt64(WireLimits.pagesPerRequestMax))))
+    }
+
     public func readPages(_ runs: UnsafeBufferPointer<PageRun>) throws(RemoteMemError) {
         try transfer(.read, runs)
     }
@@ -80,8 +89,7 @@ extension RemoteVolume {
                 var offset = 0
                 while offset < run.pageCount {
                     let page = run.firstPage + UInt64(offset)
-                    let group = Int(page / ClientLimits.groupPages)
-                    let n = Int(min(UInt64(run.pageCount - offset), UInt64(group + 1) * ClientLimits.groupPages - page, pagesMax))
+                    let (group, n) = Self.piece(at: page, remaining: run.pageCount - offset)
                     (pieces.baseAddress! + count).initialize(to: Piece(
                         header: FrameHeader(opcode: opcode, requestID: 0, pageCount: UInt32(n), epoch: epoch, page: page),
                         group: group, pages: UnsafeBufferPointer(start: run.pages + offset, count: n),

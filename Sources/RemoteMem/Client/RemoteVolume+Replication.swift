@@ -185,11 +185,23 @@ extension RemoteVolume {
         }
     }
 
-    /// Healthy connections holding `group` (table order), and all the group's connections
-    /// (tableLock held).
-    /// `healthy`: replicas on servers that are up and staying; `readable`: also those on a
-    /// draining server (a source for the copy, not a keeper); `all`: every connected holder.
-    private func holdersLocked(_ group: Int) -> (healthy: [Int], readable: [Int], all: [Int]) {
+    /// The connections holding one group's replicas, in table order.
+    struct Holders {
+        /// On servers that are up and staying.
+        var healthy: [Int]
+        /// Also those on a draining server: a source for a copy, not a keeper. Staying first.
+        var readable: [Int]
+        /// Every connected holder, down or not.
+        var all: [Int]
+
+        /// Fewer staying copies than the volume keeps, or a copy on a draining server.
+        func needCopy(replicaCount: Int) -> Bool {
+            healthy.count < replicaCount || readable.count > healthy.count
+        }
+    }
+
+    /// Who holds `group` (tableLock held).
+    private func holdersLocked(_ group: Int) -> Holders {
         var healthy: [Int] = []
         var readable: [Int] = []
         var all: [Int] = []
@@ -202,7 +214,7 @@ extension RemoteVolume {
         }
         // Copy from a staying replica first.
         readable.sort { !serverDraining[$0] && serverDraining[$1] }
-        return (healthy, readable, all)
+        return Holders(healthy: healthy, readable: readable, all: all)
     }
 
     /// The next placed group with fewer healthy replicas than the volume keeps (tableLock held);
@@ -210,8 +222,7 @@ extension RemoteVolume {
     private func nextDegradedGroupLocked(skipping: Set<Int>) -> (Int, stuck: Bool)? {
         for group in 0..<table.groupCount where table.replica(0, of: group) != nil && !skipping.contains(group) {
             let holders = holdersLocked(group)
-            let drainingHolder = holders.readable.count > holders.healthy.count
-            guard holders.healthy.count < replicaCount || drainingHolder else { continue }
+            guard holders.needCopy(replicaCount: replicaCount) else { continue }
             if holders.readable.isEmpty {
                 lostGroups.insert(group)
                 repairStatistics.groupsLost = lostGroups.count
@@ -226,8 +237,7 @@ extension RemoteVolume {
     private func degradedGroupCountLocked() -> Int {
         var count = 0
         for group in 0..<table.groupCount where table.replica(0, of: group) != nil {
-            let holders = holdersLocked(group)
-            if holders.healthy.count < replicaCount || holders.readable.count > holders.healthy.count { count += 1 }
+            if holdersLocked(group).needCopy(replicaCount: replicaCount) { count += 1 }
         }
         return count
     }
