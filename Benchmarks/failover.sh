@@ -5,9 +5,11 @@
 # Starts SERVERS memx-servers and memx-vhost (--replicas 2, a 1 MiB cache so reads go to the
 # servers), fills SIZE of the disk with memx-bench, then runs a QD1 random-read workload for
 # SECONDS_PER seconds and, FAIL_AT seconds in, fails server 1 (FAILURE=kill: SIGKILL, the
-# connection resets; FAILURE=stop: SIGSTOP, the server stalls and requests time out). Prints the
-# workload's latency (p50, p99, p99.9, max: the stall) and the time from the failure until
-# memx-vhost reports nothing left to re-replicate, with the MiB it copied.
+# connection resets; FAILURE=stop: SIGSTOP, the server stalls and requests time out;
+# FAILURE=restart: SIGKILL, then 1 s later a new, empty memx-server on the same port, which
+# memx-vhost re-admits and refills — use SERVERS=2 so the refill is the only copy made). Prints
+# the workload's latency (p50, p99, p99.9, max: the stall) and the time from the failure (the
+# restart) until memx-vhost reports nothing left to re-replicate, with the MiB it copied.
 #
 # Environment (defaults): SIZE=1G SERVERS=3 SERVER_MEMORY=2G SECONDS_PER=10 FAIL_AT=3
 # FAILURE=kill SKIP_BUILD= SCRATCH_PATH=.build KEEP_TMP=
@@ -21,7 +23,7 @@ FAIL_AT=${FAIL_AT:-3}
 FAILURE=${FAILURE:-kill}
 SCRATCH_PATH=${SCRATCH_PATH:-.build}
 die() { echo "failover: $*" >&2; exit 1; }
-[[ "$FAILURE" == kill || "$FAILURE" == stop ]] || die "FAILURE must be kill or stop"
+[[ "$FAILURE" == kill || "$FAILURE" == stop || "$FAILURE" == restart ]] || die "FAILURE must be kill, stop or restart"
 command -v jq >/dev/null || die "jq is required"
 if [[ -z "${SKIP_BUILD:-}" ]]; then
     for product in memx-bench memx-vhost memx-server; do
@@ -40,6 +42,7 @@ cleanup() {
 trap cleanup EXIT
 
 ADDRESSES=()
+PORTS=()
 for ((i = 1; i <= SERVERS; i++)); do
     "$BIN/memx-server" --listen 127.0.0.1:0 --memory "$SERVER_MEMORY" >"$TMP/server$i.log" 2>&1 &
     PIDS+=($!)
@@ -50,6 +53,7 @@ for ((i = 1; i <= SERVERS; i++)); do
     done
     [[ -n "$port" && "$port" != 0 ]] || die "memx-server $i did not start: $(cat "$TMP/server$i.log")"
     ADDRESSES+=(--server "127.0.0.1:$port")
+    PORTS+=("$port")
 done
 SOCK=$TMP/memx.sock
 "$BIN/memx-vhost" --socket "$SOCK" --size "$SIZE" --volume "failover-$$" "${ADDRESSES[@]}" --replicas 2 --cache 1M \
@@ -70,16 +74,28 @@ BENCH=$!
 sleep $((FAIL_AT + 1))
 VICTIM=${PIDS[0]}
 start=$(date +%s.%N)
-if [[ "$FAILURE" == kill ]]; then kill -KILL "$VICTIM"; else kill -STOP "$VICTIM"; fi
+case "$FAILURE" in
+    kill) kill -KILL "$VICTIM" ;;
+    stop) kill -STOP "$VICTIM" ;;
+    restart)
+        kill -KILL "$VICTIM"
+        sleep 1
+        before=$(grep -ac ' 0 to go' "$TMP/memx-vhost.log" || true)
+        "$BIN/memx-server" --listen "127.0.0.1:${PORTS[0]}" --memory "$SERVER_MEMORY" >"$TMP/server1-restarted.log" 2>&1 &
+        PIDS+=($!)
+        start=$(date +%s.%N)
+        ;;
+esac
 repaired=""
 while kill -0 "$VHOST" 2>/dev/null; do
-    if grep -aq ' 0 to go' "$TMP/memx-vhost.log"; then repaired=$(date +%s.%N); break; fi
+    if (( $(grep -ac ' 0 to go' "$TMP/memx-vhost.log" || true) > ${before:-0} )); then repaired=$(date +%s.%N); break; fi
     awk -v s="$start" -v n="$(date +%s.%N)" 'BEGIN { exit !(n - s > 300) }' && break
     sleep 0.05
 done
 wait "$BENCH" || die "memx-bench failed: $(cat "$TMP/run.err") $(tail -5 "$TMP/memx-vhost.log")"
 result=$(jq -r '.results[0] | "\(.iops | floor) | \(.p50_us) | \(.p99_us) | \(.p999_us) | \(.max_us)"' "$TMP/run.json")
 copied=$(grep -a 're-replicated page group' "$TMP/memx-vhost.log" | tail -1 | grep -oE '[0-9]+ MiB copied so far' | cut -d' ' -f1 || echo 0)
+readmitted=$(grep -a 're-admitted' "$TMP/memx-vhost.log" | head -1 | sed 's/.*answers again/answers again/' || true)
 groups=$(grep -ac 're-replicated page group' "$TMP/memx-vhost.log" || true)
 if [[ -n "$repaired" ]]; then
     repair=$(awk -v s="$start" -v e="$repaired" -v m="$copied" -v g="$groups" 'BEGIN {
@@ -95,3 +111,4 @@ echo "|---:|---:|---:|---:|---:|"
 echo "| $result |"
 echo
 echo "re-replication: $repair"
+[[ -z "$readmitted" ]] || echo "re-admission: $readmitted"

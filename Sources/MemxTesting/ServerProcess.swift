@@ -31,15 +31,15 @@ public final class ServerProcess: @unchecked Sendable {
         throw BackendProcessError("memx-server binary not found: run `swift build` first or set MEMX_SERVER_BINARY")
     }
 
-    /// Starts `memx-server --listen 127.0.0.1:0 ARGS...` and waits (up to 10 s) for the line
-    /// that names its port.
-    public init(arguments: [String], logPath: String) throws {
+    /// Starts `memx-server --listen 127.0.0.1:PORT ARGS...` (port 0: any free one) and waits
+    /// (up to 10 s) for the line that names its port.
+    public init(arguments: [String], logPath: String, port: UInt16 = 0) throws {
         self.logPath = logPath
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         process = Process()
         process.executableURL = URL(fileURLWithPath: try Self.binaryPath())
-        process.arguments = ["--listen", "127.0.0.1:0"] + arguments
+        process.arguments = ["--listen", "127.0.0.1:\(port)"] + arguments
         process.standardError = logHandle
         process.standardOutput = logHandle
         try process.run()
@@ -54,7 +54,7 @@ public final class ServerProcess: @unchecked Sendable {
             guard Date() < deadline else { throw BackendProcessError("memx-server did not listen within 10 s: \(Self.read(logPath))") }
             usleep(10_000)
         }
-        port = found!
+        self.port = found!
     }
 
     /// The port in the "listening on HOST:PORT" line, if logged yet.

@@ -82,7 +82,7 @@ public final class RemotePageStore: AsyncReadablePageStore, @unchecked Sendable 
                 }
             }
             volume = try RemoteVolume.open(name: name, capacityBytes: capacityBytes, connections: connections,
-                                           replicas: replicas, poolServers: servers.count, report: options.report)
+                                           replicas: replicas, pool: servers, report: options.report)
         } catch {
             for connection in connections { connection.close() }
             throw error

@@ -19,10 +19,13 @@ enum VhostMetrics {
         text.metric("memx_vhost_cache_writeback_pages_total", "counter", "Dirty pages written back to the servers.", cache.writeBackPages)
         text.metric("memx_vhost_cache_dirty_pages", "gauge", "Pages in the cache the servers do not have yet.", UInt64(cache.dirtyPages))
         let volume = remote.volume
+        let up = volume.upServers.count
         text.metric("memx_vhost_servers", "gauge", "Memory servers given to this backend, by state.", [
-            (labels: "{state=\"up\"}", value: UInt64(volume.connections.count - volume.downServers.count)),
-            (labels: "{state=\"down\"}", value: UInt64(volume.downServers.count)),
+            (labels: "{state=\"up\"}", value: UInt64(up)),
+            (labels: "{state=\"down\"}", value: UInt64(volume.pool.count - up)),
         ])
+        text.metric("memx_vhost_servers_readmitted_total", "counter", "Servers taken back after a failure (each starts untrusted).",
+                    UInt64(volume.repairProgress.serversReadmitted))
         let repair = volume.repairProgress
         text.metric("memx_vhost_rereplicated_groups_total", "counter", "Page groups copied to a new server after one was lost or drained.",
                     UInt64(repair.groupsRepaired))

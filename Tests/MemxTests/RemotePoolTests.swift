@@ -9,11 +9,20 @@ final class ServerPool {
     let directory: String
     var servers: [ServerProcess] = []
 
+    let memory: String
+
     init(_ name: String, count: Int, memory: String = "64M") throws {
         directory = try BackendProcess.temporaryDirectory(name)
+        self.memory = memory
         for i in 0..<count {
             servers.append(try ServerProcess(arguments: ["--memory", memory], logPath: directory + "/server\(i).log"))
         }
+    }
+
+    /// Starts server `i` again, empty, on the port it had (after it was stopped or killed).
+    func restart(_ i: Int) throws {
+        servers[i] = try ServerProcess(arguments: ["--memory", memory], logPath: directory + "/server\(i)-restarted.log",
+                                       port: servers[i].port)
     }
 
     var addresses: [TCPAddress] { servers.map { TCPAddress(host: "127.0.0.1", port: $0.port) } }

@@ -30,24 +30,40 @@ struct ReplicationTests {
                                 replicas: replicas, report: { event in events?.append(event) })
     }
 
-    /// The table's replicas of every placed group, as connection indices of `store`.
+    /// The table's replicas of every placed group, as indices of the pool's servers (-1: a
+    /// server id no live connection of `store` has: a dead server, or an old id of one that
+    /// restarted).
     func placement(_ store: RemotePageStore) -> [[Int]] {
         let table = store.volume.groupTable
         let connections = store.volume.connections
         return (0..<table.groupCount).compactMap { group in
             let replicas = table.replicas(of: group)
             guard !replicas.isEmpty else { return nil }
-            // -1: a server this store has no connection to.
-            return replicas.map { index in connections.firstIndex { $0.serverID == table.serverIDs[index] } ?? -1 }
+            return replicas.map { index in
+                guard let slot = connections.lastIndex(where: { $0.serverID == table.serverIDs[index] && $0.isConnected })
+                else { return -1 }
+                return store.volume.pool.firstIndex(of: connections[slot].address) ?? -1
+            }
         }
     }
 
-    /// Waits (up to 30 s) until every placed group has `count` replicas, none on `dead`.
-    func waitForRepair(_ store: RemotePageStore, replicas count: Int, avoiding dead: Set<Int>) -> Bool {
+    /// Waits (up to 30 s) until the volume reported `count` re-admissions.
+    func waitForReadmission(_ store: RemotePageStore, _ events: EventLog, count: Int = 1) -> Bool {
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            if events.all.filter({ $0.message.contains("re-admitted") }).count >= count { return true }
+            usleep(50_000)
+        }
+        return false
+    }
+
+    /// Waits (up to 30 s) until every placed group has `count` replicas on live servers, none
+    /// on `dead`.
+    func waitForRepair(_ store: RemotePageStore, replicas count: Int, avoiding dead: Set<Int> = []) -> Bool {
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
             let groups = placement(store)
-            if groups.allSatisfy({ $0.count == count && dead.isDisjoint(with: $0) }) { return true }
+            if groups.allSatisfy({ $0.count == count && dead.union([-1]).isDisjoint(with: $0) }) { return true }
             usleep(50_000)
         }
         return false
@@ -173,9 +189,11 @@ struct ReplicationTests {
         try store.flush()
         #expect(store.volume.downServers == [partitioned])
         #expect(waitForRepair(store, replicas: 2, avoiding: [partitioned]), "\(placement(store)) \(events.all)")
-        // The partition heals: the server answers again, but this backend does not trust it
-        // (it missed writes) — the data stays right.
+        // The partition heals: the server is re-admitted, without the group it missed a write
+        // of (its copy was already replaced), and the data stays right.
         proxies[partitioned].set(.pass)
+        #expect(waitForReadmission(store, events), "\(events.all)")
+        #expect(store.volume.downServers.isEmpty)
         #expect(try store.read(at: 0, count: Self.chunk) == data(0, Self.chunk, version: 3))
         // A cut link: the next server's connection is reset and reconnects are refused.
         let cut = placement(store).first { !$0.contains(partitioned) }?.first ?? (partitioned + 1) % 3
@@ -186,7 +204,7 @@ struct ReplicationTests {
         }
         try store.write(at: UInt64(Self.chunk), data(Self.chunk, Self.chunk, version: 4))
         try store.flush()
-        #expect(Set(store.volume.downServers) == [partitioned, cut])
+        #expect(store.volume.downServers == [cut])
         #expect(try store.read(at: UInt64(Self.chunk), count: Self.chunk) == data(Self.chunk, Self.chunk, version: 4))
     }
 
@@ -278,5 +296,74 @@ struct ReplicationTests {
         while Date() < deadline && store.volume.repairProgress.groupsUnderReplicated == 0 { usleep(50_000) }
         #expect(store.volume.repairProgress.groupsUnderReplicated > 0)
         #expect(events.all.contains { $0.message.contains("no other healthy memory server") })
+    }
+
+    @Test("a server killed and restarted empty is re-admitted while the disk runs and refilled: then the other may die")
+    func restartedServerIsRefilled() throws {
+        let pool = try ServerPool("repl-refill", count: 2)
+        let events = EventLog()
+        let store = try RemotePageStore(servers: pool.addresses, volume: "refill", capacityBytes: Self.volumeBytes,
+                                        options: options(events: events))
+        defer { store.close() }
+        let bytes = 16 << 20
+        for offset in stride(from: 0, to: bytes, by: Self.chunk) { try store.write(at: UInt64(offset), data(offset, Self.chunk)) }
+        try store.flush()
+        _ = try pool.servers[1].stop(signal: SIGKILL)
+        // Writes go on to the one server left.
+        for offset in stride(from: 0, to: 4 << 20, by: Self.chunk) { try store.write(at: UInt64(offset), data(offset, Self.chunk, version: 1)) }
+        try store.flush()
+        #expect(store.volume.downServers == [1])
+
+        try pool.restart(1)
+        #expect(waitForReadmission(store, events), "\(events.all)")
+        #expect(waitForRepair(store, replicas: 2), "\(placement(store)) \(events.all)")
+        #expect(store.volume.downServers.isEmpty)
+        #expect(store.volume.repairProgress.serversReadmitted == 1)
+        #expect(store.volume.repairProgress.groupsRepaired == 4)
+
+        // The refilled server alone now serves every byte.
+        _ = try pool.servers[0].stop(signal: SIGKILL)
+        let misses = store.cache.statistics.misses
+        for offset in stride(from: 0, to: bytes, by: Self.chunk).reversed() {
+            let expected = offset < 4 << 20 ? data(offset, Self.chunk, version: 1) : data(offset, Self.chunk)
+            #expect(try store.read(at: UInt64(offset), count: Self.chunk) == expected, "at \(offset)")
+        }
+        #expect(store.cache.statistics.misses - misses >= UInt64(bytes - (4 << 20)) / 4096, "the reads must reach the server")
+    }
+
+    @Test("a partitioned server that comes back keeps only the groups it missed no write of; the rest is copied to it again")
+    func returningServerKeepsOnlyWhatItHasAll() throws {
+        let pool = try ServerPool("repl-return", count: 2)
+        let proxies = try pool.addresses.map { try FaultyProxy(target: $0) }
+        defer { for proxy in proxies { proxy.stop() } }
+        let events = EventLog()
+        let store = try RemotePageStore(servers: proxies.map(\.address), volume: "return", capacityBytes: Self.volumeBytes,
+                                        options: options(events: events))
+        defer { store.close() }
+        let bytes = 16 << 20  // 4 groups, each on both servers
+        for offset in stride(from: 0, to: bytes, by: Self.chunk) { try store.write(at: UInt64(offset), data(offset, Self.chunk)) }
+        try store.flush()
+        proxies[1].set(.blackhole)
+        // Group 0 changes while server 1 cannot hear it: its copy there is stale from now on.
+        for offset in stride(from: 0, to: 1 << 20, by: Self.chunk) { try store.write(at: UInt64(offset), data(offset, Self.chunk, version: 1)) }
+        try store.flush()
+        #expect(store.volume.downServers == [1])
+
+        proxies[1].set(.pass)
+        #expect(waitForReadmission(store, events), "\(events.all)")
+        let readmitted = events.all.first { $0.message.contains("re-admitted") }?.message ?? ""
+        #expect(readmitted.contains("keeps 3 page group(s)") && readmitted.contains("1 stale one(s)"), "\(readmitted)")
+        #expect(waitForRepair(store, replicas: 2), "\(placement(store)) \(events.all)")
+        #expect(store.volume.repairProgress.groupsRepaired == 1, "only the stale group is copied")
+
+        // Server 0 goes away: server 1 must have group 0's new bytes, and the old ones elsewhere.
+        proxies[0].set(.cut)
+        let misses = store.cache.statistics.misses
+        for offset in stride(from: 0, to: bytes, by: Self.chunk).reversed() {
+            let expected = offset < 1 << 20 ? data(offset, Self.chunk, version: 1) : data(offset, Self.chunk)
+            #expect(try store.read(at: UInt64(offset), count: Self.chunk) == expected, "at \(offset)")
+        }
+        #expect(store.cache.statistics.misses - misses >= UInt64(bytes - (4 << 20)) / 4096, "the reads must reach the server")
+        #expect(store.volume.downServers == [0])
     }
 }

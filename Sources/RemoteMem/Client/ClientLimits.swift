@@ -13,6 +13,10 @@ public enum ClientLimits {
     public static let groupPages: UInt64 = 1024
     /// Servers one pool may name (a group-table entry is one byte per replica; 0xFF = none).
     public static let serversMax = 254
+    /// Connection slots one volume can use in its life: the servers given, plus one per
+    /// re-admission of a server that failed and came back. When they run out, a server that
+    /// comes back stays out until memx-vhost restarts (logged).
+    public static let connectionSlotsMax = 1024
     /// Replicas per group stored in the table (only the first is used until replication lands).
     public static let replicasPerGroup = 1
     /// Concurrent requests one volume call submits before waiting for them: a read or write of

@@ -16,6 +16,10 @@ public struct GroupTable: Equatable, Sendable {
     public static let formatVersion: UInt16 = 1
     /// The entry of a replica that is not placed.
     public static let unassigned: UInt8 = 0xFF
+    /// The server id standing for a copy that is gone: a group whose only copy was on a server
+    /// that came back without it. No server has this id, so the group's reads and writes fail
+    /// (an I/O error to the guest), never read as zeros.
+    public static let lostServerID = [UInt8](repeating: 0xFF, count: 16)
     static let headerBytes = 20
 
     public private(set) var groupPages: UInt64
@@ -75,17 +79,9 @@ public struct GroupTable: Equatable, Sendable {
     }
 
     /// Places the first replica of `group` on the server with id `serverID`, adding it to the
-    /// server list if new. Traps if the list is full (the caller checked the pool size).
+    /// server list if new.
     public mutating func assign(group: Int, to serverID: [UInt8]) {
-        let index: Int
-        if let known = serverIDs.firstIndex(of: serverID) {
-            index = known
-        } else {
-            precondition(serverIDs.count < ClientLimits.serversMax, "group table server list is full")
-            serverIDs.append(serverID)
-            index = serverIDs.count - 1
-        }
-        entries[group * replicaCount] = UInt8(index)
+        entries[group * replicaCount] = UInt8(index(of: serverID))
     }
 
     /// Sets every replica of `group` to the servers with ids `replicaIDs` (at most
@@ -98,16 +94,25 @@ public struct GroupTable: Equatable, Sendable {
                 entries[group * replicaCount + r] = Self.unassigned
                 continue
             }
-            let index: Int
-            if let known = serverIDs.firstIndex(of: replicaIDs[r]) {
-                index = known
-            } else {
-                precondition(serverIDs.count < ClientLimits.serversMax, "group table server list is full")
-                serverIDs.append(replicaIDs[r])
-                index = serverIDs.count - 1
-            }
-            entries[group * replicaCount + r] = UInt8(index)
+            entries[group * replicaCount + r] = UInt8(index(of: replicaIDs[r]))
         }
+    }
+
+    /// The server-list index of `serverID`, adding it if new. A full list (servers that
+    /// restarted with new ids add entries) reuses the index of an id no group names any more.
+    /// Traps if every index is named (more servers than a pool may have).
+    private mutating func index(of serverID: [UInt8]) -> Int {
+        if let known = serverIDs.firstIndex(of: serverID) { return known }
+        if serverIDs.count < ClientLimits.serversMax {
+            serverIDs.append(serverID)
+            return serverIDs.count - 1
+        }
+        let counts = groupCounts()
+        guard let unused = counts.firstIndex(of: 0) else {
+            preconditionFailure("group table server list is full: \(serverIDs.count) servers each hold a group")
+        }
+        serverIDs[unused] = serverID
+        return unused
     }
 
     /// The encoded table.

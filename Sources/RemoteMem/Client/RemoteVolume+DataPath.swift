@@ -190,6 +190,7 @@ extension RemoteVolume {
             } catch {
                 if Self.isServerFailure(error) {
                     markDown(connection, error)
+                    if !isRead { noteMissedWrite(group: group, slot: connection) }
                     // A write counts on the others; a read tries the next replica next round.
                     if !isRead && targets > 1 { continue }
                     if isRead { return true }
@@ -228,6 +229,7 @@ extension RemoteVolume {
             } catch {
                 if Self.isServerFailure(error) {
                     markDown(inFlight[i].connection, error)
+                    if operation != .read { noteMissedWrite(group: pieces[piece].group, slot: inFlight[i].connection) }
                     if failed.isEmpty { failed = Array(repeating: nil, count: pieces.count) }
                     failed[piece] = error
                 } else {

@@ -26,15 +26,22 @@ extension RemoteVolume {
             placed += 1
             // A replica on a server not connected now (unreachable at start, or not given) is
             // treated as down: the other replicas serve, and re-replication replaces it.
-            guard let connection = tableServer[index] else {
-                elsewhere = table.serverIDs[index]
+            guard let connection = tableServer[index], !serverDown[connection] else {
+                if tableServer[index] == nil { elsewhere = table.serverIDs[index] }
+                if forWriting { missedWrites[group] |= 1 << r }
                 continue
             }
-            if !serverDown[connection] { set.append(connection) }
+            set.append(connection)
         }
         if forWriting, let copying, copying.group == group, !serverDown[copying.target] { set.append(copying.target) }
         tableLock.unlock()
         guard set.count > 0 else {
+            if elsewhere == GroupTable.lostServerID {
+                throw .unreachable(server: "pool", reason: """
+                    page group \(group) of volume '\(name)' is lost: its only copy was on a memory server \
+                    that came back without it
+                    """)
+            }
             if let elsewhere {
                 throw .unreachable(server: "pool", reason: """
                     page group \(group) of volume '\(name)' has no replica on a healthy server of this pool \
@@ -60,6 +67,7 @@ extension RemoteVolume {
         var next = tableLock.withLock { table }
         next.setReplicas(group: group, to: chosen.map { connections[$0].serverID })
         try publish(next)
+        tableLock.withLock { missedWrites[group] = 0 }
         for c in chosen { placedSinceStat[c] += 1 }
     }
 

@@ -35,6 +35,8 @@ public struct RepairStatistics: Sendable, Equatable {
     public var groupsUnderReplicated = 0
     /// Groups whose every replica is down: their data is unreachable.
     public var groupsLost = 0
+    /// Servers taken back after a failure (`RemoteVolume+Admission.swift`).
+    public var serversReadmitted = 0
 }
 
 /// Failure handling: a server whose requests fail with connection errors or time out is marked
@@ -42,7 +44,9 @@ public struct RepairStatistics: Sendable, Equatable {
 /// are acknowledged by the replicas still healthy, and a background thread copies every group
 /// that lost a replica to another healthy server, then publishes the new group table.
 extension RemoteVolume {
-    /// Stops using server `connection` (idempotent): logs why and wakes re-replication.
+    /// Stops using slot `connection` for good (idempotent): retires its connection (so no
+    /// request planned earlier reaches the server through it), logs why and wakes
+    /// re-replication. The heartbeat re-admits the server in a new slot once it answers.
     func markDown(_ connection: Int, _ error: RemoteMemError) {
         let first = tableLock.withLock { () -> Bool in
             guard !serverDown[connection] else { return false }
@@ -51,7 +55,18 @@ extension RemoteVolume {
             return true
         }
         if first {
+            connections[connection].retire("stopped using this server after: \(error)")
             report(VolumeEvent(kind: .problem, message: "memory server \(connections[connection].address) is down (\(error)); serving its page groups from the other replicas and copying them elsewhere"))
+        }
+    }
+
+    /// Records that the replica of `group` on slot `slot` missed a write or trim (its server
+    /// failed it): that copy is stale if the server comes back.
+    func noteMissedWrite(group: Int, slot: Int) {
+        tableLock.withLock {
+            for r in 0..<table.replicaCount {
+                if let index = table.replica(r, of: group), tableServer[index] == slot { missedWrites[group] |= 1 << r }
+            }
         }
     }
 
@@ -67,11 +82,24 @@ extension RemoteVolume {
     /// A snapshot of re-replication's counters.
     public var repairProgress: RepairStatistics { tableLock.withLock { repairStatistics } }
 
-    /// Servers marked down (by connection index).
-    public var downServers: [Int] { tableLock.withLock { serverDown.indices.filter { serverDown[$0] } } }
+    /// Pool servers (by `pool` index) this backend has a healthy connection to.
+    public var upServers: [Int] {
+        tableLock.withLock { pool.indices.filter { liveSlotLocked(of: $0) != nil } }
+    }
+
+    /// Pool servers (by `pool` index) this backend does not use now: marked down, or
+    /// unreachable since `open`, and not re-admitted yet.
+    public var downServers: [Int] {
+        tableLock.withLock { pool.indices.filter { liveSlotLocked(of: $0) == nil } }
+    }
+
+    /// The slot of pool server `index` that is up, if any (tableLock held).
+    func liveSlotLocked(of index: Int) -> Int? {
+        serverDown.indices.last { !serverDown[$0] && connections[$0].address == pool[index] }
+    }
 
     func startRepair() throws(RemoteMemError) {
-        guard replicaCount > 1 || connections.count > 1 else { return }
+        guard replicaCount > 1 || pool.count > 1 else { return }
         do {
             let thread = try OSThread(name: "memx-repair") { [self] in runRepair() }
             tableLock.withLock { repairThread = thread }
@@ -104,6 +132,12 @@ extension RemoteVolume {
             if MonotonicInstant.now >= polled.adding(milliseconds: ClientLimits.drainPollMillis) {
                 tableLock.unlock()
                 pollDraining()
+                if admitReturningServers() {
+                    // Groups stuck for want of a spare server may have one now.
+                    reportedStuck.removeAll()
+                    stuckReported = 0
+                    tableLock.withLock { repairStatistics.groupsUnderReplicated = 0 }
+                }
                 polled = MonotonicInstant.now
                 tableLock.lock()
             }
@@ -270,15 +304,20 @@ extension RemoteVolume {
             copied += try result.get()
             page += n
         }
-        // Adopt the target: the healthy replicas (now, after the copy) plus the target.
-        try placementLock.withLock { () throws(RemoteMemError) in
+        // Adopt the target: the healthy replicas (now, after the copy) plus the target. Lock
+        // order: copy lock, placement lock, table lock (a write holds the copy lock shared
+        // when it places a group).
+        do {
             copyLock.lockExclusive()
             defer { copyLock.unlock() }
-            var next = tableLock.withLock { table }
-            let healthy = tableLock.withLock { holdersLocked(group).healthy }
-            let ids = (healthy + [target]).prefix(replicaCount).map { connections[$0].serverID }
-            next.setReplicas(group: group, to: Array(ids))
-            try publish(next)
+            try placementLock.withLock { () throws(RemoteMemError) in
+                var next = tableLock.withLock { table }
+                let healthy = tableLock.withLock { holdersLocked(group).healthy }
+                let ids = (healthy + [target]).prefix(replicaCount).map { connections[$0].serverID }
+                next.setReplicas(group: group, to: Array(ids))
+                try publish(next)
+                tableLock.withLock { missedWrites[group] = 0 }
+            }
         }
         // A draining server's copy is not named any more: give its memory back.
         for connection in holders.all where tableLock.withLock({ serverDraining[connection] && !serverDown[connection] }) {
@@ -332,7 +371,7 @@ extension RemoteVolume {
 
     /// One READ, WRITE or TRIM of `count` pages at `page` on `connection`, waited for; `pages`
     /// is `count` consecutive 4 KiB pages (READ destination, WRITE source).
-    private func request(_ opcode: Opcode, connection: Int, page: UInt64, count: UInt64,
+    func request(_ opcode: Opcode, connection: Int, page: UInt64, count: UInt64,
                          pages: UnsafeMutableRawPointer?) throws(RemoteMemError) {
         var header = FrameHeader(opcode: opcode, requestID: 0, pageCount: UInt32(count), epoch: epoch, page: page)
         header.volume = handles[connection]

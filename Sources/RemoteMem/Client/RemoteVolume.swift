@@ -17,18 +17,26 @@ import LinuxSystem
 ///
 /// The volume owns its connections: `close()` closes them.
 public final class RemoteVolume: PageBacking, @unchecked Sendable {
-    // SAFETY: `table`, `tableServer`, `metadataVersions` and `fencedError` are guarded by
-    // `tableLock`; placement state (`statistics`, `placedSinceStat`) by `placementLock`. The
-    // rest is immutable after `open`.
+    // SAFETY: `table`, `tableServer`, `metadataVersions`, `fencedError` and the per-slot
+    // arrays `serverDown`, `serverDraining` are guarded by `tableLock`; placement
+    // state (`statistics`, `placedSinceStat`) by `placementLock`. Slots are appended (and the
+    // per-slot arrays grown) only by `admit`, holding `placementLock`, then `tableLock`
+    // (RemoteVolume+Admission.swift). The rest is immutable after `open`.
 
     public let name: String
     public let capacityBytes: UInt64
     public let pageCount: UInt64
     /// The lease epoch this backend holds on every server.
     public let epoch: UInt64
-    public let connections: [ServerConnection]
-    /// Each connection's handle for this volume.
-    let handles: [UInt32]
+    /// Every connection this volume made, by slot: those given at `open`, then one per
+    /// re-admission of a server (append-only; a retired slot stays, marked down).
+    public let connections: ConnectionSlots
+    /// Each slot's handle for this volume on its server.
+    var handles: UnsafeMutablePointer<UInt32> { connections.handles }
+    /// The pool's servers, as given (some may have had no connection at `open`): a server with
+    /// no healthy slot is tried again by the heartbeat and re-admitted when it answers.
+    public let pool: [TCPAddress]
+    let connectionOptions: ServerConnection.Options
 
     let tableLock = PosixLock()
     var table: GroupTable
@@ -41,13 +49,24 @@ public final class RemoteVolume: PageBacking, @unchecked Sendable {
 
     /// Replicas each group keeps (the table's; fixed when the volume was created).
     public let replicaCount: Int
-    /// Servers this backend stopped using (by connection index): a request to them failed
-    /// with a connection error or timed out. Their groups are served by the other replicas and
-    /// copied elsewhere; a server that comes back is not trusted again (its copy may be stale).
+    /// Slots this backend stopped using: a request to them failed with a connection error or
+    /// timed out. Their groups are served by the other replicas and copied elsewhere. A slot
+    /// marked down never comes back (its connection is retired); a server that answers again
+    /// is re-admitted in a new slot, as an empty server (RemoteVolume+Admission.swift).
     var serverDown: [Bool]
     /// Servers the operator is draining (`SERVER_DRAIN`, polled): nothing new is placed there
     /// and their groups are copied elsewhere; they keep serving meanwhile.
     var serverDraining: [Bool]
+    /// Per group, the replica positions (bit r: `table.replica(r, of:)`) that missed a write or
+    /// trim acknowledged by the others: their server was down or unmapped then, or failed it.
+    /// A server that comes back keeps a group only if it missed nothing there
+    /// (RemoteVolume+Admission.swift). Cleared when the group gets a new replica set.
+    var missedWrites: [UInt8]
+    /// Why each pool server (by `pool` index) could not be re-admitted last time (repair
+    /// thread only): a new reason is logged once, not every heartbeat.
+    var admissionFailure: [String?]
+    /// When the heartbeat may try each pool server again (repair thread only).
+    var admissionNotBefore: [MonotonicInstant]
     /// The group being copied to a new replica, and the new replica's connection: writes to
     /// that group go there too (guarded by `tableLock`).
     var copying: (group: Int, target: Int)?
@@ -94,11 +113,13 @@ public final class RemoteVolume: PageBacking, @unchecked Sendable {
     /// Opens (and, with `create`, first creates) the volume on every server and takes its lease.
     /// Takes ownership of `connections`.
     public static func open(name: String, capacityBytes: UInt64, connections: [ServerConnection],
-                            create: Bool = true, replicas: Int = 1, poolServers: Int? = nil,
+                            create: Bool = true, replicas: Int = 1, pool: [TCPAddress]? = nil,
                             report: @escaping @Sendable (VolumeEvent) -> Void = { _ in }) throws(RemoteMemError) -> RemoteVolume {
         try validate(name: name, capacityBytes: capacityBytes, serverCount: connections.count)
-        // `poolServers` counts servers given but unreachable now (a restart during an outage).
-        let servers = max(poolServers ?? connections.count, connections.count)
+        // `pool` names servers given but unreachable now (a restart during an outage) too.
+        var pool = pool ?? []
+        for connection in connections where !pool.contains(connection.address) { pool.append(connection.address) }
+        let servers = pool.count
         guard (1...min(4, servers)).contains(replicas) else {
             throw .invalidArgument("\(replicas) replicas need at least as many servers (\(servers) given; at most 4 replicas)")
         }
@@ -127,7 +148,7 @@ public final class RemoteVolume: PageBacking, @unchecked Sendable {
             }
         }
         let volume = RemoteVolume(name: name, capacityBytes: capacityBytes, epoch: opened.epoch,
-                                  connections: connections, handles: opened.handles, table: table,
+                                  connections: connections, handles: opened.handles, pool: pool, table: table,
                                   versions: opened.replies.map(\.metadataVersion), report: report)
         volume.catchUpLaggingTables(newestVersion: opened.replies[newest].metadataVersion)
         do {
@@ -140,17 +161,24 @@ public final class RemoteVolume: PageBacking, @unchecked Sendable {
     }
 
     private init(name: String, capacityBytes: UInt64, epoch: UInt64, connections: [ServerConnection],
-                 handles: [UInt32], table: GroupTable, versions: [UInt64], report: @escaping @Sendable (VolumeEvent) -> Void) {
+                 handles: [UInt32], pool: [TCPAddress], table: GroupTable, versions: [UInt64],
+                 report: @escaping @Sendable (VolumeEvent) -> Void) {
         self.replicaCount = table.replicaCount
         self.serverDown = Array(repeating: false, count: connections.count)
         self.serverDraining = Array(repeating: false, count: connections.count)
+        self.admissionFailure = Array(repeating: nil, count: pool.count)
+        self.admissionNotBefore = Array(repeating: MonotonicInstant(nanoseconds: 0), count: pool.count)
+        self.missedWrites = Array(repeating: 0, count: table.groupCount)
+        self.pool = pool
+        self.connectionOptions = connections[0].options
         self.report = report
         self.name = name
         self.capacityBytes = capacityBytes
         self.pageCount = capacityBytes / PageStoreLimits.pageSize
         self.epoch = epoch
-        self.connections = connections
-        self.handles = handles
+        let slots = ConnectionSlots(capacity: ClientLimits.connectionSlotsMax)
+        for (connection, handle) in zip(connections, handles) { slots.append(connection, handle: handle) }
+        self.connections = slots
         self.table = table
         self.metadataVersions = versions
         self.tableServer = []
@@ -230,7 +258,12 @@ public final class RemoteVolume: PageBacking, @unchecked Sendable {
         }
     }
 
+    /// Table server index → the slot of the server with that id: the one that is up if any
+    /// (a server re-admitted with the same id), else the last one (tableLock held).
     func mapTableServers(_ table: GroupTable) -> [Int?] {
-        table.serverIDs.map { id in connections.firstIndex { $0.serverID == id } }
+        table.serverIDs.map { id in
+            let slots = serverDown.indices.filter { connections[$0].serverID == id }
+            return slots.last { !serverDown[$0] } ?? slots.last
+        }
     }
 }

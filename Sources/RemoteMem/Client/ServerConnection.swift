@@ -137,6 +137,22 @@ public final class ServerConnection: @unchecked Sendable {
         maintenance?.join()
     }
 
+    /// Stops this connection for good, without closing it: requests in flight fail with
+    /// `.unreachable(reason)`, later ones at once, and it never reconnects. A volume retires the
+    /// connection of a server it marks down, so a request planned before that can never reach
+    /// the server again through it (a re-admitted server gets a new connection). Idempotent;
+    /// `close` still joins the threads.
+    public func retire(_ reason: String) {
+        lock.withLock {
+            guard state != .closed else { return }
+            if case .replaced = state { return }
+            let error = RemoteMemError.unreachable(server: address.description, reason: reason)
+            if let link { breakLocked(link, error: error) }
+            state = .replaced(reason)
+            windowOpened.broadcast()
+        }
+    }
+
     /// True while the connection is up (not reconnecting, not closed).
     public var isConnected: Bool { lock.withLock { state == .ready } }
 
@@ -506,6 +522,11 @@ public final class ServerConnection: @unchecked Sendable {
             let attempt = Result { () throws(RemoteMemError) in try Self.handshake(address, options) }
             lock.lock()
             guard state != .closed else { break }
+            guard case .broken = state else {
+                // Retired while we were connecting: never used again.
+                if case .success(let fresh) = attempt { fresh.connection.shutdown() }
+                continue
+            }
             switch attempt {
             case .success(let fresh):
                 if fresh.serverID != serverID {
