@@ -9,7 +9,12 @@ import Virtio
 /// request handler per queue that serves guest requests from a `PageStore`.
 public final class MemxBlockDevice: VhostUserDevice {
     public let configuration: BlockDeviceConfiguration
-    public let store: any PageStore
+    /// The store requests go to: fixed, or the one `leased` serves from while active (an
+    /// `UnavailablePageStore` while it is not: no queue runs then, except a fenced one).
+    public var store: any PageStore { currentStore.withLock { $0 } }
+    private let currentStore: Mutex<any PageStore>
+    /// A volume whose lease moves with the VM (memory servers); nil for a fixed store.
+    public let leased: LeasedPageStore?
     /// The guest's write-cache choice (`wce`, toggled through SET_CONFIG). MemX stores are
     /// write-back by design, so it starts enabled; the flag is kept and reported, and FLUSH is
     /// honoured either way.
@@ -30,10 +35,28 @@ public final class MemxBlockDevice: VhostUserDevice {
         self.logger = logger
         precondition(store.capacityBytes == configuration.capacityBytes, "store and device disagree on size")
         self.configuration = configuration
-        self.store = store
-        var serial = Array(configuration.serial.utf8.prefix(BlockDeviceConfiguration.serialBytesMax))
-        serial += [UInt8](repeating: 0, count: BlockDeviceConfiguration.serialBytesMax - serial.count)
-        serialBytes = serial
+        self.currentStore = Mutex(store)
+        self.leased = nil
+        serialBytes = Self.paddedSerial(configuration.serial)
+    }
+
+    /// A device on memory servers whose volume follows live migrations (see `LeasedPageStore`).
+    public init(configuration: BlockDeviceConfiguration, leased: LeasedPageStore,
+                logger: Logger = Logger(label: "memx.block")) {
+        precondition(leased.capacityBytes == configuration.capacityBytes, "store and device disagree on size")
+        self.logger = logger
+        self.configuration = configuration
+        self.leased = leased
+        let standby = UnavailablePageStore(capacityBytes: leased.capacityBytes,
+                                           reason: "the volume is not active on this backend (standby)")
+        self.currentStore = Mutex(leased.serving ?? standby)
+        serialBytes = Self.paddedSerial(configuration.serial)
+    }
+
+    static func paddedSerial(_ serial: String) -> [UInt8] {
+        var bytes = Array(serial.utf8.prefix(BlockDeviceConfiguration.serialBytesMax))
+        bytes += [UInt8](repeating: 0, count: BlockDeviceConfiguration.serialBytesMax - bytes.count)
+        return bytes
     }
 
     public var features: VirtioFeatures { configuration.features }
@@ -55,5 +78,51 @@ public final class MemxBlockDevice: VhostUserDevice {
 
     public func makeRequestHandler(queueIndex: Int) -> any VirtqueueRequestHandler {
         BlockRequestHandler(device: self)
+    }
+
+    // MARK: - Lifecycle (live migration, research/vhost-user.md §5)
+
+    public func activate(afterHandoff: Bool) {
+        guard let leased else { return }
+        let started = ContinuousClock.now
+        do {
+            let store = try leased.activate(afterHandoff: afterHandoff)
+            currentStore.withLock { $0 = store }
+            let how = afterHandoff ? " (taken back: the switchover did not complete)" : ""
+            logger.notice("volume '\(leased.volume)' active here under lease epoch \(store.volume.epoch), taken in \(Self.millis(since: started)) ms\(how)")
+        } catch {
+            currentStore.withLock { $0 = UnavailablePageStore(capacityBytes: leased.capacityBytes, reason: "\(error)") }
+            logger.error("volume '\(leased.volume)' cannot be served here: \(error); every request fails")
+        }
+    }
+
+    public func deactivate(handoff: Bool) {
+        guard handoff, let leased, leased.serving != nil else { return }
+        let started = ContinuousClock.now
+        let failure = leased.handOff()
+        currentStore.withLock {
+            $0 = UnavailablePageStore(capacityBytes: leased.capacityBytes, reason: "the volume was handed off at a migration switchover")
+        }
+        if let failure {
+            logger.error("migration switchover: writing back volume '\(leased.volume)' failed: \(failure); its lease is released anyway")
+        } else {
+            logger.notice("migration switchover: volume '\(leased.volume)' written back and its lease released in \(Self.millis(since: started)) ms")
+        }
+    }
+
+    public func migrationLoggingChanged(_ on: Bool) {
+        guard let leased else { return }
+        do {
+            try leased.migrationLogging(on)
+            logger.notice(on ? "migration started: writes go through to the memory servers until the switchover"
+                             : "migration ended without a switchover: write-back again")
+        } catch {
+            logger.error("migration \(on ? "start" : "end"): writing back the cache failed: \(error)")
+        }
+    }
+
+    static func millis(since start: ContinuousClock.Instant) -> Int64 {
+        let elapsed = start.duration(to: .now).components
+        return elapsed.seconds * 1000 + elapsed.attoseconds / 1_000_000_000_000_000
     }
 }

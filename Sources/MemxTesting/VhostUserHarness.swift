@@ -38,6 +38,8 @@ public final class VhostUserHarness {
     public private(set) var messagesHandled = 0
     public private(set) var sessions = 1
     public private(set) var ringsStarted = 0
+    /// Whether the session activated the device and has not deactivated it (per connection).
+    private var deviceActive = false
     public private(set) var errors: [String: Int] = [:]
 
     public init() throws {
@@ -62,6 +64,7 @@ public final class VhostUserHarness {
     /// A new connection: a fresh session, nothing buffered.
     public func reconnect() {
         session = BackendSession(device: device, logger: logger)
+        deviceActive = false
         pending = []
         pendingHeader = nil
         sessions += 1
@@ -164,6 +167,7 @@ public final class VhostUserHarness {
             switch effect {
             case .startVring(let start):
                 ringsStarted += 1
+                guard deviceActive else { return "ring \(start.index) started on an inactive device" }
                 guard start.index < Self.queueCount else { return "started ring \(start.index)" }
                 let size = UInt64(start.layout.size)
                 guard size > 0, size <= UInt64(VirtioLimits.queueSizeMax), size & (size - 1) == 0 else {
@@ -178,8 +182,15 @@ public final class VhostUserHarness {
                 _ = session.ringStopped(index, nextAvail: nil)
             case .setCall(let index, _), .setEnabled(let index, _):
                 guard index < Self.queueCount else { return "changed ring \(index)" }
-            case .publishMemory:
+            case .publishMemory, .migrationLogging:
                 break
+            case .activateDevice:
+                // The device is activated once before its first ring runs, and only then.
+                guard !deviceActive else { return "device activated twice" }
+                deviceActive = true
+            case .deactivateDevice:
+                guard deviceActive, session.startedRings.isEmpty else { return "device deactivated with rings running" }
+                deviceActive = false
             }
         }
         switch outcome.reply {

@@ -88,6 +88,13 @@ struct MemxVhostCommand: ParsableCommand {
     @Flag(help: "Offer a read-only disk (VIRTIO_BLK_F_RO); writes fail with an I/O error.")
     var readOnly = false
 
+    @Flag(help: """
+        With memory servers: a live-migration destination. Check that the volume exists with \
+        --size, answer QEMU's handshake, and take the volume's lease only when QEMU starts the \
+        rings (when the VM starts here). Start it before `migrate`, on the destination QEMU's socket.
+        """)
+    var standby = false
+
     @Option(help: ArgumentHelp("Serial number the guest reads (at most 20 bytes); default: the volume name.",
                                valueName: "id"))
     var serial: String?
@@ -143,6 +150,9 @@ struct MemxVhostCommand: ParsableCommand {
         if addresses.isEmpty && (cache != nil || writeThrough || writeBack) {
             throw ValidationError("--cache, --write-through and --write-back need at least one --server")
         }
+        if addresses.isEmpty && standby {
+            throw ValidationError("--standby needs at least one --server (the embedded pool cannot move to another host)")
+        }
         if addresses.isEmpty && replicas != nil {
             throw ValidationError("--replicas needs at least one --server")
         }
@@ -179,7 +189,7 @@ struct MemxVhostCommand: ParsableCommand {
         if let why = device.validationError() { throw ValidationError("--\(Self.flag(for: why)) \(why)") }
         return Settings(socketPath: socket, volume: volumeName, poolDirectory: poolDirectory, device: device,
                         servers: addresses, clusterKey: clusterKey, replicas: replicaCount,
-                        cacheBytes: cacheBytes, writeThrough: writeThrough, metricsListen: metricsAddress,
+                        cacheBytes: cacheBytes, writeThrough: writeThrough, standby: standby, metricsListen: metricsAddress,
                         pollMicroseconds: pollUs, logLevel: level)
     }
 
@@ -216,6 +226,8 @@ struct Settings {
     var replicas: Int
     var cacheBytes: UInt64
     var writeThrough: Bool
+    /// Wait for the rings to start before taking the volume's lease (a migration destination).
+    var standby: Bool
     /// Where to serve Prometheus metrics; nil: nowhere.
     var metricsListen: TCPAddress?
     var pollMicroseconds: Int

@@ -5,7 +5,8 @@ import RemoteMem
 /// memx-vhost's numbers for `--metrics-listen`: I/O errors, the store's memory and, on memory
 /// servers, the page cache, the servers it stopped using or is draining, and re-replication.
 enum VhostMetrics {
-    static func exposition(device: MemxBlockDevice, store: any PageStore) -> String {
+    static func exposition(device: MemxBlockDevice) -> String {
+        let store = device.store
         var text = PrometheusText()
         text.metric("memx_vhost_store_errors_total", "counter", "Page-store operations that failed (each an IOERR to the guest).",
                     UInt64(device.storeFailureCount))

@@ -25,13 +25,13 @@ enum Wiring {
             logger.critical("cannot set up signal handling: \(error)")
             return 1
         }
-        let store: any PageStore
+        let device: MemxBlockDevice
         let storeDescription: String
         if settings.servers.isEmpty {
             do {
                 let pool = try SharedMemoryPageStore(directory: settings.poolDirectory, volume: settings.volume,
                                                      capacityBytes: settings.device.capacityBytes)
-                store = pool
+                device = MemxBlockDevice(configuration: settings.device, store: pool, logger: logger)
                 storeDescription = "embedded pool \(pool.path), \(ByteSize.describe(pool.residentBytes)) resident"
             } catch {
                 logger.critical("cannot open the embedded pool: \(error)")
@@ -39,7 +39,7 @@ enum Wiring {
             }
         } else {
             do {
-                let remote = try RemotePageStore(
+                let leased = try LeasedPageStore(
                     servers: settings.servers, volume: settings.volume, capacityBytes: settings.device.capacityBytes,
                     options: .init(cacheBytes: settings.cacheBytes, writeThrough: settings.writeThrough,
                                    connection: ServerConnection.Options(clusterKey: settings.clusterKey),
@@ -49,25 +49,15 @@ enum Wiring {
                                        case .problem: logger.warning("\(event.message)")
                                        case .progress: logger.notice("\(event.message)")
                                        }
-                                   }))
-                if remote.cache.memory.discardedPages > 0 {
-                    logger.error("""
-                        dropped \(remote.cache.memory.discardedPages) dirty pages a previous memx-vhost left in \
-                        \(remote.cache.memory.path ?? "its cache") under lease epoch \(remote.cache.memory.previousEpoch): \
-                        another backend has held the volume since (this one has epoch \(remote.volume.epoch)), \
-                        so they are older than its data; the guest never had them flushed
-                        """)
-                }
-                if remote.cache.memory.recoveredPages > 0 {
-                    logger.notice("""
-                        wrote back \(remote.cache.memory.recoveredPages) dirty pages a previous memx-vhost left in \
-                        \(remote.cache.memory.path ?? "its cache")
-                        """)
-                }
-                store = remote
+                                   }),
+                    standby: settings.standby)
+                if let remote = leased.serving { reportRecovery(remote, logger: logger) }
+                device = MemxBlockDevice(configuration: settings.device, leased: leased, logger: logger)
+                let lease = leased.serving.map { "lease epoch \($0.volume.epoch)" }
+                    ?? "standby: the lease is taken when QEMU starts the rings"
                 storeDescription = """
                     \(settings.servers.count) memory server(s) \(settings.servers.map(\.description).joined(separator: " ")), \
-                    \(settings.replicas) replica(s) per page, lease epoch \(remote.volume.epoch), \(ByteSize.describe(settings.cacheBytes)) cache in \(remote.cache.memory.path ?? "memory"), \
+                    \(settings.replicas) replica(s) per page, \(lease), \(ByteSize.describe(settings.cacheBytes)) cache in \(settings.poolDirectory), \
                     \(settings.writeThrough ? "write-through" : "write-back")\
                     \(settings.clusterKey == nil ? "" : ", cluster key proved")
                     """
@@ -76,7 +66,6 @@ enum Wiring {
                 return 1
             }
         }
-        let device = MemxBlockDevice(configuration: settings.device, store: store, logger: logger)
         let server: VhostUserServer
         do {
             server = try VhostUserServer(socketPath: settings.socketPath, device: device,
@@ -88,7 +77,7 @@ enum Wiring {
         var metrics: MetricsEndpoint?
         if let address = settings.metricsListen {
             do {
-                metrics = try MetricsEndpoint(listen: address) { VhostMetrics.exposition(device: device, store: store) }
+                metrics = try MetricsEndpoint(listen: address) { VhostMetrics.exposition(device: device) }
                 try metrics?.start()
             } catch {
                 logger.critical("cannot serve metrics on \(address): \(error)")
@@ -102,11 +91,27 @@ enum Wiring {
             \(metrics.map { ", metrics on http://\($0.address)/metrics" } ?? ""))
             """)
         let signal = server.run(until: signals)
-        if let remote = store as? RemotePageStore, let error = remote.close() {
+        if let leased = device.leased, let error = leased.close() {
             logger.error("stopping on signal \(signal): the final write-back failed: \(error)")
             return 1
         }
         logger.info("stopping on signal \(signal); socket removed")
         return 0
+    }
+
+    /// Logs what the cache file a crashed predecessor left held.
+    private static func reportRecovery(_ remote: RemotePageStore, logger: Logger) {
+        let memory = remote.cache.memory
+        if memory.discardedPages > 0 {
+            logger.error("""
+                dropped \(memory.discardedPages) dirty pages a previous memx-vhost left in \
+                \(memory.path ?? "its cache") under lease epoch \(memory.previousEpoch): \
+                another backend has held the volume since (this one has epoch \(remote.volume.epoch)), \
+                so they are older than its data; the guest never had them flushed
+                """)
+        }
+        if memory.recoveredPages > 0 {
+            logger.notice("wrote back \(memory.recoveredPages) dirty pages a previous memx-vhost left in \(memory.path ?? "its cache")")
+        }
     }
 }

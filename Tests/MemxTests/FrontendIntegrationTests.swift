@@ -15,10 +15,10 @@ final class Backend {
     let size: String
     var process: BackendProcess?
 
-    init(_ name: String, size: String = "64M", extra: [String] = []) throws {
+    init(_ name: String, size: String = "64M", volume: String? = nil, extra: [String] = []) throws {
         directory = try BackendProcess.temporaryDirectory(name)
         socket = directory + "/vu.sock"
-        volume = "itest-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        self.volume = volume ?? "itest-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         self.size = size
         try start(extra: extra)
     }

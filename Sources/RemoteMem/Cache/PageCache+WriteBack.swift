@@ -1,4 +1,5 @@
 import LinuxSystem
+import Synchronization
 
 /// Writing dirty pages back: claiming frames, coalescing them into runs, FLUSH, write-through
 /// and the background flusher thread.
@@ -95,6 +96,13 @@ extension PageCache {
     /// FLUSH: returns once every write that completed before the call is acknowledged by the
     /// backing. Writes back what is dirty itself (so a failure is this caller's error) and waits
     /// for write-backs other threads have in flight.
+    /// Turns migration write-through on (every later write reaches the servers before it
+    /// completes) and writes back what is dirty now; or turns it off again.
+    public func setMigrating(_ on: Bool) throws(RemoteMemError) {
+        migrating.store(on, ordering: .relaxed)
+        if on { try flush() }
+    }
+
     public func flush() throws(RemoteMemError) {
         let target = lock.withLock { sequence }
         try writeBack(through: target) { visit in

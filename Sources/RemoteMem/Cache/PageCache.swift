@@ -1,5 +1,6 @@
 import Glibc
 import LinuxSystem
+import Synchronization
 
 /// A write-back cache of 4 KiB pages in front of a `PageBacking` (the volume's servers):
 /// preallocated frames, a page → frame index built at start, CLOCK eviction, dirty tracking and
@@ -42,6 +43,9 @@ public final class PageCache: @unchecked Sendable {
 
     public let backing: PageBacking
     public let options: Options
+    /// Write-through while a live migration runs (`setMigrating`), whatever `options` say: the
+    /// switchover then has nothing left to write back.
+    let migrating = Atomic<Bool>(false)
     public let frameCount: Int
     /// Pages a read or write handles per pass.
     let batchPages: Int
@@ -166,7 +170,7 @@ public final class PageCache: @unchecked Sendable {
                 }
                 return release(batch, wrote: true)
             }
-            if options.writeThrough {
+            if options.writeThrough || migrating.load(ordering: .relaxed) {
                 try writeBack(pages: first..<(first + UInt64(count)), through: lastSequence)
             }
             return done

@@ -15,6 +15,25 @@ public protocol VhostUserDevice: AnyObject, Sendable {
     func writeConfig(offset: Int, bytes: [UInt8]) -> String?
     /// A handler for queue `index`, used only by that queue's data thread.
     func makeRequestHandler(queueIndex: Int) -> any VirtqueueRequestHandler
+
+    // Lifecycle (research/vhost-user.md §5; default: nothing to do). Called on the control
+    // thread, in protocol order; QEMU waits for the message being handled meanwhile.
+
+    /// Before the first queue starts (no handler exists yet). `afterHandoff`: this frontend
+    /// handed the device off at a migration switchover and is now restarting it here (the
+    /// migration failed, or the VM was resumed on this host anyway).
+    func activate(afterHandoff: Bool)
+    /// After the last queue stopped and drained, before GET_VRING_BASE is answered.
+    /// `handoff`: migration logging is on, so another backend is about to take over.
+    func deactivate(handoff: Bool)
+    /// Migration started (dirty logging on) or ended without a switchover (off).
+    func migrationLoggingChanged(_ on: Bool)
+}
+
+extension VhostUserDevice {
+    public func activate(afterHandoff: Bool) {}
+    public func deactivate(handoff: Bool) {}
+    public func migrationLoggingChanged(_ on: Bool) {}
 }
 
 /// Serves the requests of one queue, on that queue's thread only.

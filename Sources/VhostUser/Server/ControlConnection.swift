@@ -123,6 +123,12 @@ struct ControlConnection: ~Copyable {
             workers[index]?.setCall(call)
         case .setEnabled(let index, let enabled):
             workers[index]?.setEnabled(enabled)
+        case .activateDevice(let afterHandoff):
+            session.device.activate(afterHandoff: afterHandoff)
+        case .deactivateDevice(let handoff):
+            session.device.deactivate(handoff: handoff)
+        case .migrationLogging(let on):
+            session.device.migrationLoggingChanged(on)
         }
     }
 

@@ -31,6 +31,10 @@ public struct BackendSession {
     public private(set) var vrings: [VringConfiguration]
     private var inflightArea: SharedMemoryArea?
     private var inflightQueueSize: UInt16 = 0
+    /// True while the device is active (from the first ring start to the last ring stop).
+    public private(set) var deviceActive = false
+    /// True once this connection handed the device off at a migration switchover.
+    public private(set) var handedOff = false
 
     public init(device: any VhostUserDevice, logger: Logger) {
         self.device = device
@@ -133,6 +137,7 @@ public struct BackendSession {
                 vrings[index].started = false
                 vrings[index].kick = nil
                 outcome.effects.append(.stopVring(index: index))
+                deactivateIfIdle(&outcome)
             }
             outcome.reply = .vringBase(index: index)
         case .setBackendReqFD:
@@ -181,11 +186,25 @@ public struct BackendSession {
         if loggingChanged {
             logger.info("dirty logging \(features.contains(.logAll) ? "on" : "off")")
             outcome.effects.append(.publishMemory(memory, log: activeLog))
+            outcome.effects.append(.migrationLogging(features.contains(.logAll)))
         }
+    }
+
+    /// After a ring stopped: if none runs any more, the device goes idle. With migration
+    /// logging on, that is the switchover (QEMU stops every ring, then reads the final state).
+    /// A stop without logging (a pause) is not a handoff.
+    private mutating func deactivateIfIdle(_ outcome: inout SessionOutcome) {
+        guard deviceActive, startedRings.isEmpty else { return }
+        deviceActive = false
+        let handoff = ackedFeatures.contains(.logAll)
+        if handoff { handedOff = true }
+        outcome.effects.append(.deactivateDevice(handoff: handoff))
     }
 
     private mutating func resetDevice(_ outcome: inout SessionOutcome) {
         for index in startedRings { outcome.effects.append(.stopVring(index: index)) }
+        for index in startedRings { vrings[index].started = false }
+        deactivateIfIdle(&outcome)
         vrings = Array(repeating: VringConfiguration(), count: vrings.count)
         ackedFeatures = []
     }
@@ -273,6 +292,10 @@ public struct BackendSession {
         var inflight: InflightQueue?
         if let inflightArea, inflightQueueSize == size {
             inflight = InflightQueue(area: inflightArea, queueIndex: index, queueSize: size)
+        }
+        if !deviceActive {
+            deviceActive = true
+            outcome.effects.append(.activateDevice(afterHandoff: handedOff))
         }
         vrings[index].started = true
         outcome.effects.append(.startVring(VringStart(

@@ -16,6 +16,15 @@ public enum SessionEffect: Sendable {
     case setCall(index: Int, EventNotifier?)
     /// Enable or disable a running ring.
     case setEnabled(index: Int, Bool)
+    /// The first ring is about to start: the device takes what serving needs (a volume's
+    /// lease). `afterHandoff`: this connection handed the device off before (a migration
+    /// whose switchover happened, or seemed to) and is now restarting it.
+    case activateDevice(afterHandoff: Bool)
+    /// The last running ring stopped (GET_VRING_BASE, before the reply). `handoff`: migration
+    /// logging was on, so this is the switchover: the device hands its state off.
+    case deactivateDevice(handoff: Bool)
+    /// Migration dirty logging turned on or off (LOG_ALL in SET_FEATURES).
+    case migrationLogging(Bool)
 }
 
 /// How the session answers one message.
