@@ -38,6 +38,19 @@ extension RequestHandler {
                 try store.putMetadata(handle: header.volume, epoch: header.epoch, expectedVersion: expectedVersion,
                                       newVersion: newVersion, metadata: metadata)
             }
+        case .hotPagesPut:
+            let list = try reader.blob(limit: WireLimits.hotPagesBytesMax)
+            try reader.finish()
+            return outcome(header) { () throws(WireStatus) in try store.putHotPages(handle: header.volume, epoch: header.epoch, list: list) }
+        case .hotPagesGet:
+            try reader.finish()
+            do {
+                var writer = PayloadWriter()
+                writer.blob(try store.hotPages(handle: header.volume, epoch: header.epoch))
+                return .ok(header, bytes: writer.bytes)
+            } catch {
+                return .status(error, to: header)
+            }
         case .hello, .ping, .serverStat, .serverDrain, .auth, .read, .write, .trim:
             preconditionFailure("\(opcode) is not a volume control opcode")
         }

@@ -14,7 +14,8 @@ public final class ServerCounters: Sendable {
 
     /// Every opcode of protocol version 1, in code order.
     public static let allOpcodes: [Opcode] = [.hello, .ping, .serverStat, .serverDrain, .auth, .volumeCreate, .volumeOpen, .volumeClose,
-                                              .volumeDelete, .volumeStat, .volumeList, .metadataPut, .read, .write, .trim]
+                                              .volumeDelete, .volumeStat, .volumeList, .metadataPut, .hotPagesPut, .hotPagesGet,
+                                              .read, .write, .trim]
 
     private let connections = Atomic<Int>(0)
     private let requests = Counter()

@@ -31,6 +31,9 @@ struct VolumeState {
     var leaseHeld = false
     var metadataVersion: UInt64 = 0
     var metadata: [UInt8] = []
+    /// The hot-page list the last lease holder left for the next (HOT_PAGES_PUT): a hint to
+    /// warm a cache with, never data.
+    var hotPages: [UInt8] = []
     /// Page index → arena frame, for written pages only (unwritten pages read as zeros).
     var pages: [UInt64: UInt32] = [:]
     /// Set by VOLUME_DELETE: a request that looked the volume up just before must not touch it.

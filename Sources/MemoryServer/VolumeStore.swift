@@ -118,6 +118,25 @@ public final class VolumeStore: Sendable {
         }
     }
 
+    /// HOT_PAGES_PUT: replaces the volume's hot-page list, under the lease.
+    public func putHotPages(handle: UInt32, epoch: UInt64, list: [UInt8]) throws(WireStatus) {
+        guard list.count <= WireLimits.hotPagesBytesMax else { throw .invalid }
+        let volume = try lookUp(handle: handle)
+        try volume.state.withLock { (state: inout VolumeState) throws(WireStatus) in
+            try state.checkLease(epoch)
+            state.hotPages = list
+        }
+    }
+
+    /// HOT_PAGES_GET: the volume's hot-page list, under the lease.
+    public func hotPages(handle: UInt32, epoch: UInt64) throws(WireStatus) -> [UInt8] {
+        let volume = try lookUp(handle: handle)
+        return try volume.state.withLock { (state: inout VolumeState) throws(WireStatus) -> [UInt8] in
+            try state.checkLease(epoch)
+            return state.hotPages
+        }
+    }
+
     // MARK: - Lookups
 
     func lookUp(name: String) throws(WireStatus) -> Volume {

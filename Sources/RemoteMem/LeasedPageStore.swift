@@ -34,13 +34,20 @@ public final class LeasedPageStore: @unchecked Sendable {
     public let volume: String
     public let capacityBytes: UInt64
     public let options: RemotePageStore.Options
+    /// Leave the cache's page list for the destination at a handoff, and warm the cache from
+    /// the list the source left when taking the lease (`HOT_PAGES_PUT/GET`).
+    public let hotPageHandoff: Bool
     private let lock = PosixLock()
     private var state: State
+    /// The thread fetching the previous holder's hot pages, and its stop flag (guarded by `lock`).
+    private var warming: OSThread?
+    private var stopWarming = false
 
     /// Opens the volume at once (taking its lease), or with `standby` only checks that it
     /// exists on the servers with this size (`--standby`, a migration destination).
     public init(servers: [TCPAddress], volume: String, capacityBytes: UInt64, options: RemotePageStore.Options,
-                standby: Bool) throws(RemoteMemError) {
+                standby: Bool, hotPageHandoff: Bool = true) throws(RemoteMemError) {
+        self.hotPageHandoff = hotPageHandoff
         self.servers = servers
         self.volume = volume
         self.capacityBytes = capacityBytes
@@ -87,7 +94,58 @@ public final class LeasedPageStore: @unchecked Sendable {
         }
         let store = try RemotePageStore(servers: servers, volume: volume, capacityBytes: capacityBytes, options: options)
         lock.withLock { state = .active(store) }
+        if hotPageHandoff { startWarming(store) }
         return store
+    }
+
+    /// Fetches the pages the previous lease holder had cached, in the background, through the
+    /// cache (so they are read under this backend's lease), and clears the list on the servers.
+    private func startWarming(_ store: RemotePageStore) {
+        guard let list = store.volume.hotPages(), list.pageCount > 0 else { return }
+        store.volume.putHotPages(HotPageList(pages: []))
+        let thread = try? OSThread(name: "memx-warm") { [self] in
+            let started = MonotonicInstant.now
+            let chunk = Int(WireLimits.pagesPerRequestMax)
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk * WireLimits.pageSize, alignment: 4096)
+            defer { buffer.deallocate() }
+            var fetched = 0
+            var failure: PageStoreError?
+            warm: for run in list.runs {
+                var page = run.firstPage
+                let end = run.firstPage + UInt64(run.pageCount)
+                while page < end {
+                    if lock.withLock({ stopWarming }) || fetched >= store.cache.frameCount { break warm }
+                    let count = Int(min(UInt64(chunk), end - page))
+                    do throws(PageStoreError) {
+                        try store.read(at: page * PageStoreLimits.pageSize,
+                                       into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<(count * WireLimits.pageSize)]))
+                    } catch {
+                        failure = error
+                        break warm
+                    }
+                    fetched += count
+                    page += UInt64(count)
+                }
+            }
+            let millis = (MonotonicInstant.now.nanoseconds - started.nanoseconds) / 1_000_000
+            options.report(VolumeEvent(kind: failure == nil ? .progress : .problem, message: """
+                warmed the cache with \(fetched) of the \(list.pageCount) pages the previous backend had cached, in \(millis) ms\
+                \(failure.map { " (stopped: \($0))" } ?? "")
+                """))
+        }
+        lock.withLock {
+            stopWarming = false
+            warming = thread
+        }
+    }
+
+    private func joinWarming() {
+        let thread = lock.withLock { () -> OSThread? in
+            stopWarming = true
+            defer { warming = nil }
+            return warming
+        }
+        thread?.join()
     }
 
     /// The switchover: writes every dirty page back, releases the lease and disconnects.
@@ -96,7 +154,12 @@ public final class LeasedPageStore: @unchecked Sendable {
     @discardableResult
     public func handOff() -> RemoteMemError? {
         guard let store = serving else { return nil }
+        joinWarming()
         let epoch = store.volume.epoch
+        if hotPageHandoff {
+            // Before the lease goes: the list is stored under it.
+            store.volume.putHotPages(HotPageList(pages: store.cache.residentPages()))
+        }
         let failure = store.close()
         lock.withLock { state = .handedOff(epoch: epoch) }
         return failure
@@ -110,7 +173,10 @@ public final class LeasedPageStore: @unchecked Sendable {
 
     /// Closes the store if active (a clean stop of memx-vhost).
     @discardableResult
-    public func close() -> RemoteMemError? { serving?.close() }
+    public func close() -> RemoteMemError? {
+        joinWarming()
+        return serving?.close()
+    }
 
     /// The first server whose copy of the volume has an epoch above `epoch`, if any.
     private func newerEpoch(than epoch: UInt64) throws(RemoteMemError) -> (server: String, epoch: UInt64)? {

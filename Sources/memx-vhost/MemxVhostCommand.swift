@@ -95,6 +95,13 @@ struct MemxVhostCommand: ParsableCommand {
         """)
     var standby = false
 
+    @Flag(inversion: .prefixedNo, help: """
+        With memory servers, on a live migration: the source leaves the list of pages in its \
+        cache on the servers at the switchover, and the destination fetches them into its cache \
+        in the background as soon as it takes the volume. On by default.
+        """)
+    var hotPageHandoff = true
+
     @Option(help: ArgumentHelp("Serial number the guest reads (at most 20 bytes); default: the volume name.",
                                valueName: "id"))
     var serial: String?
@@ -189,7 +196,7 @@ struct MemxVhostCommand: ParsableCommand {
         if let why = device.validationError() { throw ValidationError("--\(Self.flag(for: why)) \(why)") }
         return Settings(socketPath: socket, volume: volumeName, poolDirectory: poolDirectory, device: device,
                         servers: addresses, clusterKey: clusterKey, replicas: replicaCount,
-                        cacheBytes: cacheBytes, writeThrough: writeThrough, standby: standby, metricsListen: metricsAddress,
+                        cacheBytes: cacheBytes, writeThrough: writeThrough, standby: standby, hotPageHandoff: hotPageHandoff, metricsListen: metricsAddress,
                         pollMicroseconds: pollUs, logLevel: level)
     }
 
@@ -228,6 +235,8 @@ struct Settings {
     var writeThrough: Bool
     /// Wait for the rings to start before taking the volume's lease (a migration destination).
     var standby: Bool
+    /// Leave and use the cache's hot-page list at a migration (`--[no-]hot-page-handoff`).
+    var hotPageHandoff: Bool
     /// Where to serve Prometheus metrics; nil: nowhere.
     var metricsListen: TCPAddress?
     var pollMicroseconds: Int

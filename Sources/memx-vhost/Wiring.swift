@@ -50,7 +50,7 @@ enum Wiring {
                                        case .progress: logger.notice("\(event.message)")
                                        }
                                    }),
-                    standby: settings.standby)
+                    standby: settings.standby, hotPageHandoff: settings.hotPageHandoff)
                 if let remote = leased.serving { reportRecovery(remote, logger: logger) }
                 device = MemxBlockDevice(configuration: settings.device, leased: leased, logger: logger)
                 let lease = leased.serving.map { "lease epoch \($0.volume.epoch)" }

@@ -76,6 +76,10 @@ struct FuzzTests {
             let metadata = r.bytes(Int.random(in: 0...200, using: &r))
             w.u32(r.chance(1, in: 10) ? UInt32(WireLimits.metadataBytesMax + 1) : UInt32(metadata.count))
             w.raw(metadata)
+        case .hotPagesPut:
+            let list = r.bytes(Int.random(in: 0...200, using: &r))
+            w.u32(r.chance(1, in: 10) ? UInt32(WireLimits.hotPagesBytesMax + 1) : UInt32(list.count))
+            w.raw(list)
         case .write:
             if pageCount <= WireLimits.pagesPerRequestMax || r.chance(1, in: 2) {
                 let pages = Int(min(pageCount, WireLimits.pagesPerRequestMax))
@@ -83,7 +87,7 @@ struct FuzzTests {
                 for _ in 0..<pages { w.raw([UInt8](repeating: UInt8.random(in: 0...255, using: &r), count: WireLimits.pageSize)) }
             }
         case .ping: w.raw(r.bytes(Int.random(in: 0...64, using: &r)))
-        case .volumeClose, .volumeList, .serverStat, .read, .trim: break
+        case .volumeClose, .volumeList, .serverStat, .read, .trim, .hotPagesGet: break
         case nil: w.raw(r.bytes(Int.random(in: 0...64, using: &r)))
         }
         var bytes = w.bytes

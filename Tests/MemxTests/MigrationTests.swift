@@ -90,6 +90,9 @@ struct MigrationTests {
 
         let moved = try destination.start(queues: 1, queueSize: 128, queueOptions: options)[0]
         #expect(waitForLog(pair.destination, "active here under lease epoch"), "\(pair.destination.log)")
+        // The source's cached pages were listed at the switchover and fetched here at once.
+        #expect(waitForLog(pair.destination, "warmed the cache with"), "\(pair.destination.log)")
+        #expect(!pair.destination.log.contains("warmed the cache with 0 "), "\(pair.destination.log)")
         for block in 0..<Self.blocks {
             let version = block < Self.blocks / 2 ? 2 : 1
             let (completion, data) = try moved.read(sector: UInt64(block) * 128, byteCount: 65536)

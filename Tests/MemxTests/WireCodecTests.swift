@@ -197,4 +197,27 @@ extension FrameHeader {
         copy.length = length
         return copy
     }
+
+}
+
+@Suite("Hot-page list")
+struct HotPageListTests {
+    @Test("hot-page list: pages become sorted runs, round-trip; runs outside the volume or a short payload are refused")
+    func hotPageList() throws {
+        let list = HotPageList(pages: [7, 3, 4, 5, 5, 100, 6, 101, 0])
+        #expect(list.runs == [.init(firstPage: 0, pageCount: 1), .init(firstPage: 3, pageCount: 5),
+                              .init(firstPage: 100, pageCount: 2)])
+        #expect(list.pageCount == 8)
+        #expect(try HotPageList(decoding: list.encoded(), pageCount: 102) == list)
+        #expect(throws: FrameError.self) { try HotPageList(decoding: list.encoded(), pageCount: 101) }
+        #expect(throws: FrameError.self) { try HotPageList(decoding: Array(list.encoded().dropLast()), pageCount: 1000) }
+        var zeroRun = PayloadWriter()
+        zeroRun.u32(1)
+        zeroRun.u64(0)
+        zeroRun.u32(0)
+        #expect(throws: FrameError.self) { try HotPageList(decoding: zeroRun.bytes, pageCount: 1000) }
+        // A scattered cache larger than the list can hold is cut, not overflowed.
+        let scattered = HotPageList(pages: (0..<50_000).map { UInt64($0) * 2 })
+        #expect(scattered.encoded().count <= WireLimits.hotPagesBytesMax)
+    }
 }

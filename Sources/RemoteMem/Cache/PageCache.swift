@@ -208,6 +208,18 @@ public final class PageCache: @unchecked Sendable {
     /// Bytes of frames holding a page.
     public var residentBytes: UInt64 { lock.withLock { UInt64(frameCount - freeCount) * PageStoreLimits.pageSize } }
 
+    /// The volume pages the cache holds now (a migration source's hot-page list).
+    public func residentPages() -> [UInt64] {
+        lock.withLock {
+            var pages: [UInt64] = []
+            pages.reserveCapacity(frameCount - freeCount)
+            for frame in 0..<frameCount where states[frame].page != PageIndex.emptyKey && !states[frame].filling {
+                pages.append(states[frame].page)
+            }
+            return pages
+        }
+    }
+
     public var statistics: PageCacheStatistics {
         lock.withLock {
             var snapshot = counters

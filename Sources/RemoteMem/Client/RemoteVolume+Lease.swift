@@ -66,3 +66,37 @@ extension RemoteVolume {
         }
     }
 }
+
+/// The hot-page list a migration source leaves for its destination (`HOT_PAGES_PUT/GET`).
+extension RemoteVolume {
+    /// Stores `list` with the volume on every healthy server (best effort: it is a hint).
+    /// Returns how many servers took it.
+    @discardableResult
+    public func putHotPages(_ list: HotPageList) -> Int {
+        let payload = list.encoded()
+        var stored = 0
+        for slot in connections.indices where !tableLock.withLock({ serverDown[slot] }) {
+            var writer = PayloadWriter()
+            writer.blob(payload)
+            if let reply = try? connections[slot].call(.hotPagesPut, volume: handles[slot], epoch: epoch, payload: writer.bytes),
+               reply.status == .ok {
+                stored += 1
+            }
+        }
+        return stored
+    }
+
+    /// The hot-page list the previous lease holder left, from the first healthy server that
+    /// has a valid one (nil: none).
+    public func hotPages() -> HotPageList? {
+        for slot in connections.indices where !tableLock.withLock({ serverDown[slot] }) {
+            guard let reply = try? connections[slot].call(.hotPagesGet, volume: handles[slot], epoch: epoch),
+                  reply.status == .ok else { continue }
+            var reader = PayloadReader(reply.payload)
+            guard let bytes = try? reader.blob(limit: WireLimits.hotPagesBytesMax), !bytes.isEmpty,
+                  let list = try? HotPageList(decoding: bytes, pageCount: pageCount) else { continue }
+            return list
+        }
+        return nil
+    }
+}

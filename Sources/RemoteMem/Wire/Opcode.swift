@@ -12,6 +12,8 @@ public enum Opcode: UInt16, Sendable, CustomStringConvertible {
     case volumeStat = 14
     case volumeList = 15
     case metadataPut = 16
+    case hotPagesPut = 17
+    case hotPagesGet = 18
     case read = 20
     case write = 21
     case trim = 22
@@ -30,6 +32,8 @@ public enum Opcode: UInt16, Sendable, CustomStringConvertible {
         case .volumeStat: "VOLUME_STAT"
         case .volumeList: "VOLUME_LIST"
         case .metadataPut: "METADATA_PUT"
+        case .hotPagesPut: "HOT_PAGES_PUT"
+        case .hotPagesGet: "HOT_PAGES_GET"
         case .read: "READ"
         case .write: "WRITE"
         case .trim: "TRIM"

@@ -8,6 +8,9 @@ public enum WireLimits {
     public static let trimPagesMax: UInt32 = 1 << 20
     /// The volume's group table.
     public static let metadataBytesMax = 1 << 20
+    /// A migration source's list of hot pages (`HOT_PAGES_PUT`): runs of 12 bytes, enough for
+    /// a 1 GiB cache of scattered pages, or any cache read in runs.
+    public static let hotPagesBytesMax = 256 << 10
     /// The largest frame payload: a full METADATA_PUT.
     public static let payloadBytesMax = metadataBytesMax + 64
     /// Payload limit of every request that carries neither pages nor metadata.
@@ -31,6 +34,7 @@ public enum WireLimits {
         switch opcode {
         case .write: Int(min(pageCount, pagesPerRequestMax)) * pageSize
         case .metadataPut: payloadBytesMax
+        case .hotPagesPut: hotPagesBytesMax
         default: smallPayloadBytesMax
         }
     }
