@@ -12,6 +12,17 @@ enum VhostMetrics {
                     UInt64(device.storeFailureCount))
         text.metric("memx_vhost_resident_bytes", "gauge", "Memory the store holds on this host (the pool file, or the cache).",
                     store.residentBytes)
+        if let leased = device.leased {
+            let now: String
+            switch leased.current {
+            case .standby: now = "standby"
+            case .active: now = "active"
+            case .handedOff: now = "handed_off"
+            case .fenced: now = "fenced"
+            }
+            text.metric("memx_vhost_volume_state", "gauge", "Where the volume's lease is, for this backend (1 for the current state).",
+                        ["standby", "active", "handed_off", "fenced"].map { (labels: "{state=\"\($0)\"}", value: UInt64($0 == now ? 1 : 0)) })
+        }
         guard let remote = store as? RemotePageStore else { return text.text }
         let cache = remote.cache.statistics
         text.metric("memx_vhost_cache_hits_total", "counter", "Pages found in the page cache.", cache.hits)
