@@ -68,8 +68,10 @@ lfail() {
         tail -n 15 "${qemu_log}"
     fi
     if [[ -s "${LIBVIRTD_LOG}" ]]; then
+        # (without D-Bus and DMI, as in containers, libvirtd always logs the errors left out)
         echo "--- libvirtd log (started by this script), last 15 lines:"
-        tail -n 15 "${LIBVIRTD_LOG}"
+        grep -v -e '^$' -e virGDBusGetSystemBus -e networkStateInitialize -e udevGetDMIData -e dmidecode \
+            "${LIBVIRTD_LOG}" | tail -n 15
     fi
     fail "$@"
 }
@@ -89,6 +91,7 @@ _stop_daemon() { # PID: SIGTERM, then SIGKILL after 10 s
 # shellcheck disable=SC2317  # invoked by the EXIT trap
 _libvirt_cleanup() {
     local rc=$?
+    set +e    # clean up everything, whatever fails; and (exit rc) below must not end the trap
     if [[ "${DOMAIN_DEFINED}" -eq 1 ]]; then
         virsh_ destroy "${DOMAIN}" >/dev/null 2>&1 || true
         virsh_ undefine "${DOMAIN}" >/dev/null 2>&1 || true
@@ -208,8 +211,8 @@ start_domain() {
 
 # --- setup
 ensure_libvirtd
-MEMX_GUEST_DIR="${GUEST_DIR}" "${QEMU_DIR}/build-guest.sh" "${GUEST_DIR}" >/dev/null \
-    || fail "qemu/build-guest.sh ${GUEST_DIR} failed"
+MEMX_GUEST_DIR="${GUEST_DIR}" "${QEMU_DIR}/build-guest.sh" "${GUEST_DIR}" >"${WORK}/build-guest.log" 2>&1 \
+    || fail "qemu/build-guest.sh ${GUEST_DIR} failed: $(tail -n 3 "${WORK}/build-guest.log")"
 chmod 0755 "${WORK}" "${GUEST_DIR}"      # QEMU may run as libvirt-qemu: it must reach the socket
 EXTRA_BACKEND_ARGS=(--log-level debug)
 start_backend "${QUEUES}"
