@@ -206,7 +206,7 @@ start_domain() {
     [[ "$(domstate)" == running ]] || lfail "domain is '$(domstate)' right after virsh start, not running"
     local pid
     pid="$(cat "/run/libvirt/qemu/${DOMAIN}.pid" 2>/dev/null || true)"
-    note "virsh start: ${DOMAIN} running (QEMU pid ${pid:-?}, user $(ps -o user= -p "${pid:-0}" 2>/dev/null || echo '?'))"
+    note "virsh start: ${DOMAIN} running (QEMU pid ${pid:-?}, user $(stat -c %U "/proc/${pid:-0}" 2>/dev/null || echo '?'))"
 }
 
 # --- setup
