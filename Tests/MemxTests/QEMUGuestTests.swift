@@ -39,6 +39,9 @@ struct QEMUGuestTests {
 
     @Test("on 3 memory servers, 2 replicas, 1 MiB cache: two servers killed -9 during guest I/O; no I/O error, all records verify")
     func serverFailure() throws { try runScenario("guest-server-failure.sh", backend: "memx-remote") }
+
+    @Test("libvirt: virsh define/start/destroy/undefine of qemu/libvirt-domain.xml on memx-vhost (1 memory server); memx-vhost survives destroy")
+    func libvirtLifecycle() throws { try runScenario("libvirt-lifecycle.sh", backend: "memx-remote") }
 }
 
 /// The libvirt example users copy: valid against libvirt's schema, and carrying what a MemX
