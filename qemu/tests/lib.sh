@@ -243,8 +243,15 @@ stop_backend() {
 
 # start_guest ARGS... — start qemu/run-guest.sh on ${SOCK} in the background
 # (sets GUEST_PID); its console goes to ${GUEST_LOG} and, filtered to the memx
-# lines (everything with MEMX_VERBOSE=1), to our stdout.
+# lines (everything with MEMX_VERBOSE=1), to our stdout. With --tools the guest
+# also gets the read-only tools disk (fio), which needs fio on this host.
 start_guest() {
+    local arg
+    for arg in "$@"; do
+        if [[ "${arg}" == --tools && -z "${MEMX_FIO:-}" ]] && ! command -v fio >/dev/null; then
+            fail "this test runs fio in the guest, from a tools disk built from the host's fio: apt-get install fio"
+        fi
+    done
     "${QEMU_DIR}/run-guest.sh" --socket "${SOCK}" --log "${GUEST_LOG}" --timeout "${GUEST_TIMEOUT}" "$@" \
         </dev/null >"${WORK}/run-guest.out" 2>&1 &
     GUEST_PID=$!
