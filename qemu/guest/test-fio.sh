@@ -88,7 +88,7 @@ run_pass() {
     if [ "$rc" != 0 ] || ! grep -q 'err= 0:' "$log" || [ "${reads:-0}" -ne "$BLOCKS" ] \
         || [ "${writes:-0}" -ne "$BLOCKS" ]; then
         sed 's/^/memx: fio: /' "$log" | head -n 60
-        errors="$(grep -E 'verify|bad|crc|err=|error|fio: ' "$log" | grep -v 'err= 0:' | head -n 4 | tr -s ' \n' ' ')"
+        errors="$(grep -E '^(verify|crc32c|fio): |err= *[1-9]' "$log" | head -n 2 | tr -s ' \n' ' ')"
         fail "fio $pass pass: exit status ${rc:-none}, ${writes:-no} writes and ${reads:-no} reads of $BLOCKS blocks${errors:+: $errors}"
     fi
     done_what="$reads blocks read back and verified (crc32c)"
