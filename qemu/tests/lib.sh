@@ -199,6 +199,7 @@ start_servers() {
     local i port log
     for ((i = 1; i <= SERVER_COUNT; i++)); do
         log="${WORK}/server${i}.log"
+        : > "${log}"   # exists before the first grep below, even if the server has not opened it yet
         "${MEMX_SERVER}" --listen 127.0.0.1:0 --memory 1G </dev/null >"${log}" 2>&1 &
         SERVER_PIDS+=($!)
         port=""
