@@ -154,13 +154,13 @@ FIO_LIBS=()
 if [[ -n "${FIO}" ]]; then
     [[ -x "${FIO}" ]] || die "MEMX_FIO=${FIO} is not an executable"
     FIO="$(readlink -f "${FIO}")"
+    fio_ldd="$(ldd "${FIO}" 2>&1 || true)"     # "not a dynamic executable" for a static fio
+    if grep -q 'not found' <<< "${fio_ldd}"; then
+        die "${FIO} has unresolved libraries: $(grep 'not found' <<< "${fio_ldd}" | tr -s ' \t\n' ' ')"
+    fi
     while IFS= read -r lib; do
         FIO_LIBS+=("${lib}")
-    done < <({ ldd "${FIO}" 2>/dev/null || true; } \
-        | awk '/=> \//{print $3} /^[[:space:]]*\/[^ ]*ld-linux/{print $1}' | sort -u)
-    if ldd "${FIO}" 2>&1 | grep -q 'not found'; then
-        die "${FIO} has unresolved libraries: $(ldd "${FIO}" 2>&1 | grep 'not found' | tr -s ' \t\n' ' ')"
-    fi
+    done < <(awk '/=> \//{print $3} /^[[:space:]]*\/[^ ]*ld-linux/{print $1}' <<< "${fio_ldd}" | sort -u)
 fi
 TOOLS_IMG="${OUTDIR}/tools.img"
 
