@@ -253,8 +253,11 @@ start_guest() {
             fail "this test runs fio in the guest, from a tools disk built from the host's fio: apt-get install fio"
         fi
     done
+    # The file exists before tail starts: tail -f on a missing file gives up at once, and the
+    # console would silently not be shown.
+    : > "${WORK}/run-guest.out"
     "${QEMU_DIR}/run-guest.sh" --socket "${SOCK}" --log "${GUEST_LOG}" --timeout "${GUEST_TIMEOUT}" "$@" \
-        </dev/null >"${WORK}/run-guest.out" 2>&1 &
+        </dev/null >>"${WORK}/run-guest.out" 2>&1 &
     GUEST_PID=$!
     local pattern='memx|MEMX|run-guest'
     [[ -n "${MEMX_VERBOSE:-}" ]] && pattern='.'
