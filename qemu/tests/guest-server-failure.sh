@@ -14,8 +14,9 @@
 # gets SIGKILL. Once memx-vhost logs that re-replication has nothing left to copy and fio
 # reports progress of its first run (at its first half-second tick, early in its writes),
 # server 2 gets SIGKILL too, so most of fio's writes, its read-back and its verify-only run
-# are served by server 3 alone; fio must report writing after that kill. The guest must finish with MEMX-RESULT PASS, every record and every fio
-# block verified, and no I/O errors in dmesg. Needs fio on the host (the tools disk).
+# are served by server 3 alone; fio must report writing after that kill. The guest must
+# finish with MEMX-RESULT PASS, every record and every fio block verified, and no I/O
+# errors in dmesg. Needs fio on the host (the tools disk).
 # Final line: "PASS guest-server-failure" or "FAIL guest-server-failure: <reason>".
 set -euo pipefail
 NAME=guest-server-failure
