@@ -9,14 +9,22 @@
 #   OUTDIR/vmlinuz    copy of the host's Debian kernel
 #   OUTDIR/initrd.gz  busybox-static + virtio-blk/ext4 modules + e2fsprogs +
 #                     the guest scripts in qemu/guest/ (/init = guest/init.sh)
+#   OUTDIR/tools.img  only when fio is installed: a read-only ext4 image with fio,
+#                     every shared library it links and the dynamic loader
+#                     (/bin/fio, /lib/*); run-guest.sh --tools attaches it as a
+#                     second virtio-blk disk, which the guest mounts on /tools.
+#                     Kept out of the initramfs: Debian's fio links ~64 libraries
+#                     (~80 MB), and the guest reads only the pages fio touches.
+#                     MEMX_FIO=PATH picks another fio binary.
 #
 # The kernel is the newest version in /lib/modules that has a matching
 # /boot/vmlinuz-<ver>; override with MEMX_KERNEL_VERSION=<ver>.
 # The build is skipped when a hash of all inputs matches OUTDIR/.stamp
-# (set MEMX_GUEST_FORCE=1 to rebuild anyway). On success the two output paths
-# are printed on stdout, one per line.
+# (set MEMX_GUEST_FORCE=1 to rebuild anyway). On success the output paths
+# (vmlinuz, initrd.gz and, with fio, tools.img) are printed on stdout, one per line.
 #
-# Needs: busybox-static, linux-image-amd64, cpio, gzip, e2fsprogs (all Debian).
+# Needs: busybox-static, linux-image-amd64, cpio, gzip, e2fsprogs (all Debian);
+# fio for tools.img (the guest's fio scenario).
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -138,6 +146,24 @@ done < <(
 )
 [[ "${#LIBS[@]}" -gt 0 ]] || die "ldd found no libraries for ${E2FS_BINARIES[*]}"
 
+# fio for the tools image (optional: without it there is no tools.img, and only the
+# scenarios that need fio fail, saying so). Its libraries and loader as for e2fsprogs;
+# a static fio has none.
+FIO="${MEMX_FIO:-$(command -v fio || true)}"
+FIO_LIBS=()
+if [[ -n "${FIO}" ]]; then
+    [[ -x "${FIO}" ]] || die "MEMX_FIO=${FIO} is not an executable"
+    FIO="$(readlink -f "${FIO}")"
+    fio_ldd="$(ldd "${FIO}" 2>&1 || true)"     # "not a dynamic executable" for a static fio
+    if grep -q 'not found' <<< "${fio_ldd}"; then
+        die "${FIO} has unresolved libraries: $(grep 'not found' <<< "${fio_ldd}" | tr -s ' \t\n' ' ')"
+    fi
+    while IFS= read -r lib; do
+        FIO_LIBS+=("${lib}")
+    done < <(awk '/=> \//{print $3} /^[[:space:]]*\/[^ ]*ld-linux/{print $1}' <<< "${fio_ldd}" | sort -u)
+fi
+TOOLS_IMG="${OUTDIR}/tools.img"
+
 # ---------------------------------------------------------------- stamp
 
 input_hash() {
@@ -152,16 +178,27 @@ input_hash() {
         for m in "${ORDERED[@]}"; do
             stat -L -c '%n %s %Y' "${MODDIR}/${m#* }"
         done
+        echo "fio ${FIO:-none}"
+        for f in ${FIO:+"${FIO}"} "${FIO_LIBS[@]}"; do
+            stat -L -c '%n %s %Y' "${f}"
+        done
     } | sha256sum | cut -d" " -f1
 }
 
 HASH="$(input_hash)"
 STAMP="${OUTDIR}/.stamp"
-if [[ -z "${MEMX_GUEST_FORCE:-}" && -f "${STAMP}" && -f "${OUTDIR}/vmlinuz" \
-      && -f "${OUTDIR}/initrd.gz" && "$(cat "${STAMP}")" == "${HASH}" ]]; then
-    log "up to date (kernel ${KVER})"
+# The output paths, one per line (tools.img only when fio is there).
+print_outputs() {
     echo "${OUTDIR}/vmlinuz"
     echo "${OUTDIR}/initrd.gz"
+    if [[ -n "${FIO}" ]]; then echo "${TOOLS_IMG}"; fi
+}
+
+if [[ -z "${MEMX_GUEST_FORCE:-}" && -f "${STAMP}" && -f "${OUTDIR}/vmlinuz" \
+      && -f "${OUTDIR}/initrd.gz" && ( -z "${FIO}" || -f "${TOOLS_IMG}" ) \
+      && "$(cat "${STAMP}")" == "${HASH}" ]]; then
+    log "up to date (kernel ${KVER}${FIO:+, tools.img with ${FIO}})"
+    print_outputs
     exit 0
 fi
 
@@ -169,7 +206,10 @@ fi
 
 mkdir -p "${OUTDIR}"
 STAGE="$(mktemp -d "${OUTDIR}/.stage.XXXXXX")"
-cleanup() { rm -rf "${STAGE}" "${OUTDIR}/initrd.gz.tmp" "${OUTDIR}/vmlinuz.tmp"; }
+TOOLS_STAGE="$(mktemp -d "${OUTDIR}/.tools-stage.XXXXXX")"
+cleanup() {
+    rm -rf "${STAGE}" "${TOOLS_STAGE}" "${OUTDIR}/initrd.gz.tmp" "${OUTDIR}/vmlinuz.tmp" "${TOOLS_IMG}.tmp"
+}
 trap cleanup EXIT
 
 log "building guest for kernel ${KVER} in ${OUTDIR}"
@@ -238,6 +278,31 @@ if [[ "$(id -u)" -eq 0 ]]; then
     mknod -m 666 "${STAGE}/dev/null" c 1 3
 fi
 
+# ---------------------------------------------------------------- tools image
+
+# fio and its libraries on a read-only ext4 image (no journal: nothing ever writes
+# to it). The guest runs /tools/lib/ld-linux-x86-64.so.2 --library-path /tools/lib
+# /tools/bin/fio, so neither the initramfs nor the guest's /lib is involved.
+if [[ -n "${FIO}" ]]; then
+    mkdir -p "${TOOLS_STAGE}/bin" "${TOOLS_STAGE}/lib"
+    cp -L "${FIO}" "${TOOLS_STAGE}/bin/fio"
+    for lib in "${FIO_LIBS[@]}"; do
+        cp -L "${lib}" "${TOOLS_STAGE}/lib/${lib##*/}"
+    done
+    "${FIO}" --version > "${TOOLS_STAGE}/fio-version"
+    # Contents plus a quarter for ext4's metadata, plus 8 MiB.
+    tools_kib=$(( $(du -sk "${TOOLS_STAGE}" | cut -f1) * 5 / 4 + 8192 ))
+    mke2fs -q -F -t ext4 -O ^has_journal -m 0 -L memx-tools -E root_owner=0:0 \
+        -d "${TOOLS_STAGE}" "${TOOLS_IMG}.tmp" "${tools_kib}k" >&2 \
+        || die "mke2fs -d of the tools image failed"
+    chmod 0444 "${TOOLS_IMG}.tmp"
+    mv -f "${TOOLS_IMG}.tmp" "${TOOLS_IMG}"
+    log "tools.img: $(cat "${TOOLS_STAGE}/fio-version") with ${#FIO_LIBS[@]} libraries, $((tools_kib / 1024)) MiB"
+else
+    rm -f "${TOOLS_IMG}"
+    log "fio not installed: no tools.img (only the fio scenario needs it; apt-get install fio)"
+fi
+
 # ---------------------------------------------------------------- archive
 
 (cd "${STAGE}" && find . -print0 | LC_ALL=C sort -z \
@@ -250,5 +315,4 @@ mv -f "${OUTDIR}/initrd.gz.tmp" "${OUTDIR}/initrd.gz"
 echo "${HASH}" > "${STAMP}"
 log "modules: $(cut -d' ' -f1 "${STAGE}/memx/modules.list" | tr '\n' ' ')"
 log "initrd.gz: $(stat -c %s "${OUTDIR}/initrd.gz") bytes"
-echo "${OUTDIR}/vmlinuz"
-echo "${OUTDIR}/initrd.gz"
+print_outputs

@@ -3,11 +3,12 @@
 #
 # Usage: qemu/run-guest.sh --socket PATH --test NAME [--arg X] [--serial S]
 #            [--smp N] [--queues N] [--mem 256M] [--log FILE] [--timeout SEC]
-#            [--reconnect SEC] [--no-build] [-- EXTRA-QEMU-ARGS...]
+#            [--reconnect SEC] [--tools] [--no-build] [-- EXTRA-QEMU-ARGS...]
 #
 #   --socket PATH     vhost-user-blk backend socket (the backend listens, QEMU connects)
-#   --test NAME       guest scenario: integrity | multiqueue | records
-#   --arg X           scenario argument (kernel cmdline memx.arg=X)
+#   --test NAME       guest scenario: integrity | multiqueue | records | fio;
+#                     NAME1,NAME2 runs several in one boot (the result names the list)
+#   --arg X           scenario argument (kernel cmdline memx.arg=X); X1,X2 with several
 #   --serial S        expected virtio-blk serial (memx.serial=S; checked by "integrity")
 #   --smp N           vCPUs (default 1)
 #   --queues N        vhost-user-blk num-queues (default: same as --smp)
@@ -15,6 +16,9 @@
 #   --log FILE        console log (default: a temp file, removed on exit)
 #   --timeout SEC     kill QEMU and fail after SEC seconds (default 300)
 #   --reconnect SEC   add reconnect=SEC to the chardev (backend restart support)
+#   --tools           attach GUEST_DIR/tools.img (fio; built when the host has fio) as a
+#                     read-only virtio-blk disk with serial memx-tools, after the MemX
+#                     disk; the guest mounts it on /tools (needed by the fio scenario)
 #   --no-build        do not run build-guest.sh first
 #   -- ARGS...        extra QEMU arguments, e.g. -- -trace 'vhost_user_*' -D /tmp/qemu-trace.log
 #
@@ -32,7 +36,7 @@ usage() {
 }
 die() { echo "run-guest: error: $*" >&2; exit 2; }
 
-SOCKET="" TEST="" ARG="" SERIAL="" SMP=1 QUEUES="" MEM=256M LOG="" TIMEOUT=300 RECONNECT="" BUILD=1
+SOCKET="" TEST="" ARG="" SERIAL="" SMP=1 QUEUES="" MEM=256M LOG="" TIMEOUT=300 RECONNECT="" BUILD=1 TOOLS=0
 EXTRA=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -46,6 +50,7 @@ while [[ $# -gt 0 ]]; do
         --log) LOG="${2:?}"; shift 2 ;;
         --timeout) TIMEOUT="${2:?}"; shift 2 ;;
         --reconnect) RECONNECT="${2:?}"; shift 2 ;;
+        --tools) TOOLS=1; shift ;;
         --no-build) BUILD=0; shift ;;
         --) shift; EXTRA=("$@"); break ;;
         -h|--help) usage ;;
@@ -54,7 +59,7 @@ while [[ $# -gt 0 ]]; do
 done
 [[ -n "${SOCKET}" && -n "${TEST}" ]] || usage
 QUEUES="${QUEUES:-${SMP}}"
-[[ "${TEST}" =~ ^[a-z0-9_-]+$ ]] || die "bad test name: ${TEST}"
+[[ "${TEST}" =~ ^[a-z0-9_-]+(,[a-z0-9_-]+)*$ ]] || die "bad test name: ${TEST}"
 [[ "${SERIAL}${ARG}" != *[[:space:]]* ]] || die "--arg/--serial must not contain whitespace"
 [[ -S "${SOCKET}" ]] || die "socket ${SOCKET} does not exist (start the backend first)"
 
@@ -67,6 +72,10 @@ if [[ "${BUILD}" -eq 1 ]]; then
 fi
 [[ -f "${GUEST_DIR}/vmlinuz" && -f "${GUEST_DIR}/initrd.gz" ]] \
     || die "no guest in ${GUEST_DIR}; run qemu/build-guest.sh"
+TOOLS_SERIAL=memx-tools
+if [[ "${TOOLS}" -eq 1 && ! -f "${GUEST_DIR}/tools.img" ]]; then
+    die "--tools: no ${GUEST_DIR}/tools.img; it needs fio on the host (apt-get install fio), then qemu/build-guest.sh"
+fi
 
 KEEP_LOG=1
 if [[ -z "${LOG}" ]]; then
@@ -78,6 +87,7 @@ fi
 APPEND="console=ttyS0 quiet panic=-1 memx.test=${TEST}"
 [[ -n "${ARG}" ]] && APPEND+=" memx.arg=${ARG}"
 [[ -n "${SERIAL}" ]] && APPEND+=" memx.serial=${SERIAL}"
+[[ "${TOOLS}" -eq 1 ]] && APPEND+=" memx.tools=${TOOLS_SERIAL}"
 CHARDEV="socket,id=vu0,path=${SOCKET}"
 [[ -n "${RECONNECT}" ]] && CHARDEV+=",reconnect=${RECONNECT}"
 
@@ -88,8 +98,14 @@ CMD=("${QEMU}"
     -object "memory-backend-memfd,id=mem,size=${MEM},share=on" -numa node,memdev=mem
     -kernel "${GUEST_DIR}/vmlinuz" -initrd "${GUEST_DIR}/initrd.gz" -append "${APPEND}"
     -chardev "${CHARDEV}"
-    -device "vhost-user-blk-pci,chardev=vu0,num-queues=${QUEUES}"
-    "${EXTRA[@]}")
+    -device "vhost-user-blk-pci,chardev=vu0,num-queues=${QUEUES}")
+# The tools disk comes after the MemX disk on the command line, so it gets the next PCI
+# slot and enumerates second (vdb); the guest finds it by serial and checks it is not vda.
+if [[ "${TOOLS}" -eq 1 ]]; then
+    CMD+=(-drive "file=${GUEST_DIR}/tools.img,if=none,id=tools,format=raw,readonly=on"
+        -device "virtio-blk-pci,drive=tools,serial=${TOOLS_SERIAL}")
+fi
+CMD+=("${EXTRA[@]}")
 
 QEMU_PID=""
 TAIL_PID=""

@@ -37,7 +37,7 @@ struct QEMUGuestTests {
     @Test("on 2 memory servers (2 replicas): memx-vhost killed -9 and restarted; every record reads back")
     func remoteReconnect() throws { try runScenario("guest-reconnect.sh", backend: "memx-remote") }
 
-    @Test("on 3 memory servers, 2 replicas, 1 MiB cache: two servers killed -9 during guest I/O; no I/O error, all records verify")
+    @Test("on 3 memory servers, 2 replicas, 1 MiB cache: two servers killed -9 during guest records and fio --verify; no I/O error, all verify")
     func serverFailure() throws { try runScenario("guest-server-failure.sh", backend: "memx-remote") }
 
     @Test("libvirt: virsh define/start/destroy/undefine of qemu/libvirt-domain.xml on memx-vhost (1 memory server); memx-vhost survives destroy")

@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # guest-server-failure.sh — host driver: memory servers die under guest I/O.
 #
-# Usage: qemu/tests/guest-server-failure.sh [RECORDS]
-#   RECORDS  4 KiB records the guest writes (default ${MEMX_FAILURE_RECORDS:-1500})
+# Usage: qemu/tests/guest-server-failure.sh [RECORDS [FIO_MIB]]
+#   RECORDS  4 KiB records the guest writes (default ${MEMX_FAILURE_RECORDS:-600})
+#   FIO_MIB  MiB fio writes and verifies (default ${MEMX_FAILURE_FIO_MIB:-96})
 #
 # Runs memx-vhost on ${MEMX_SERVERS:-3} memory servers with 2 replicas per page group and
-# a 1 MiB cache (so reads go to the servers), and the guest's "records" scenario (one
-# O_DIRECT write + flush per record, then every record read back and compared). When the
-# guest reports progress >= 200, server 1 gets SIGKILL; once memx-vhost logs that
-# re-replication has nothing left to copy (and the guest is 300 records further), server 2
-# gets SIGKILL too, so only server 3 is left. The guest must finish with MEMX-RESULT PASS,
-# every record verified, and no I/O errors in dmesg.
+# a 1 MiB cache (so reads go to the servers), and one guest boot that runs two scenarios in
+# turn: "records" (one O_DIRECT write + flush per record, then every record read back and
+# compared), then "fio" (fio from the tools disk: 4 KiB random writes at queue depth 16
+# with a crc32c header per block, read back and verified, then a second verify-only run;
+# see qemu/guest/test-fio.sh). When the guest reports records progress >= 200, server 1
+# gets SIGKILL. Once memx-vhost logs that re-replication has nothing left to copy and fio
+# reports progress of its first run (at its first half-second tick, early in its writes),
+# server 2 gets SIGKILL too, so most of fio's writes, its read-back and its verify-only run
+# are served by server 3 alone; fio must report writing after that kill. The guest must
+# finish with MEMX-RESULT PASS, every record and every fio block verified, and no I/O
+# errors in dmesg. Needs fio on the host (the tools disk).
 # Final line: "PASS guest-server-failure" or "FAIL guest-server-failure: <reason>".
 set -euo pipefail
 NAME=guest-server-failure
@@ -20,37 +26,52 @@ export MEMX_CACHE="${MEMX_CACHE:-1M}"
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-RECORDS="${1:-${MEMX_FAILURE_RECORDS:-1500}}"
+RECORDS="${1:-${MEMX_FAILURE_RECORDS:-600}}"
+FIO_MIB="${2:-${MEMX_FAILURE_FIO_MIB:-96}}"
 (( SERVER_COUNT >= 3 )) || fail "needs at least 3 servers (MEMX_SERVERS=${SERVER_COUNT})"
 
+# Highest "MEMX-PROGRESS k" of the records scenario.
 progress() {
-    { grep -a -o 'MEMX-PROGRESS [0-9]*' "${GUEST_LOG}" 2>/dev/null || true; } \
+    { grep -a -o -E 'MEMX-PROGRESS [0-9]+' "${GUEST_LOG}" 2>/dev/null || true; } \
         | awk '{ if ($2 > m) m = $2 } END { print m + 0 }'
 }
 
-kill_server() { # index (0-based)
+# fio's first run (write, then read back) has reported progress: it is running.
+fio_started() {
+    grep -aq 'MEMX-PROGRESS fio write ' "${GUEST_LOG}" 2>/dev/null
+}
+
+# How many times fio's first run has reported that it is writing.
+fio_writing() {
+    grep -a -c 'MEMX-PROGRESS fio write writing' "${GUEST_LOG}" 2>/dev/null || true
+}
+
+kill_server() { # index (0-based), what the guest is doing
     kill -KILL "${SERVER_PIDS[$1]}" 2>/dev/null || true
     wait "${SERVER_PIDS[$1]}" 2>/dev/null || true
-    note "kill -9 of memory server $(( $1 + 1 )) (${SERVER_ADDRESSES[$1]}) at guest progress $(progress)"
+    note "kill -9 of memory server $(( $1 + 1 )) (${SERVER_ADDRESSES[$1]}) $2"
 }
 
 EXTRA_BACKEND_ARGS=(--replicas 2)
 start_backend 1
-start_guest --test records --arg "${RECORDS}" --smp 1 --queues 1 || fail "could not start the guest"
+start_guest --test records,fio --arg "${RECORDS},${FIO_MIB}" --tools --smp 1 --queues 1 \
+    || fail "could not start the guest"
 
 stage=0
-second_at=0
+repaired=0
+writing_at_kill=0
 repair_started=${SECONDS}
 while guest_running; do
-    p="$(progress)"
-    if (( stage == 0 && p >= 200 )); then
-        kill_server 0
+    if (( stage == 0 )) && (( $(progress) >= 200 )); then
+        kill_server 0 "at records progress $(progress)"
         stage=1
-        second_at=$((p + 300))
         repair_started=${SECONDS}
-    elif (( stage == 1 && p >= second_at )) && grep -aq ' 0 to go' "${BACKEND_LOG}"; then
+    elif (( stage == 1 && repaired == 0 )) && grep -aq ' 0 to go' "${BACKEND_LOG}"; then
         note "re-replication done within $((SECONDS - repair_started)) s: $(grep -a -c 're-replicated page group' "${BACKEND_LOG}") group(s) copied"
-        kill_server 1
+        repaired=1
+    elif (( stage == 1 && repaired == 1 )) && fio_started; then
+        kill_server 1 "while fio runs: $(grep -a -o 'MEMX-PROGRESS fio .*%' "${GUEST_LOG}" | tail -n 1 | tr -d '\r')"
+        writing_at_kill="$(fio_writing)"
         stage=2
     fi
     sleep 0.1
@@ -58,10 +79,13 @@ done
 rc=0
 wait_guest || rc=$?
 [[ "${rc}" -ne 124 ]] || fail "guest timed out after ${GUEST_TIMEOUT} s"
-check_guest_log records
+check_guest_log records,fio
 [[ "${rc}" -eq 0 ]] || fail "run-guest.sh exited with status ${rc}"
-(( stage == 2 )) || fail "the guest finished before both servers were killed (stage ${stage}; raise RECORDS)"
+(( stage == 2 )) || fail "the guest finished before both servers were killed (stage ${stage}; raise FIO_MIB)"
+(( $(fio_writing) > writing_at_kill )) \
+    || fail "fio did not report writing after server 2 was killed (raise FIO_MIB)"
+note "fio reported writing $(( $(fio_writing) - writing_at_kill )) time(s) after server 2 was killed"
 grep -aq 'is down' "${BACKEND_LOG}" || fail "memx-vhost never noticed a server was down"
-note "guest survived 2 of 3 memory servers dying; all ${RECORDS} records verified"
+note "guest survived 2 of 3 memory servers dying; ${RECORDS} records and ${FIO_MIB} MiB of fio blocks verified"
 stop_backend
 pass

@@ -199,6 +199,7 @@ start_servers() {
     local i port log
     for ((i = 1; i <= SERVER_COUNT; i++)); do
         log="${WORK}/server${i}.log"
+        : > "${log}"   # exists before the first grep below, even if the server has not opened it yet
         "${MEMX_SERVER}" --listen 127.0.0.1:0 --memory 1G </dev/null >"${log}" 2>&1 &
         SERVER_PIDS+=($!)
         port=""
@@ -243,10 +244,20 @@ stop_backend() {
 
 # start_guest ARGS... — start qemu/run-guest.sh on ${SOCK} in the background
 # (sets GUEST_PID); its console goes to ${GUEST_LOG} and, filtered to the memx
-# lines (everything with MEMX_VERBOSE=1), to our stdout.
+# lines (everything with MEMX_VERBOSE=1), to our stdout. With --tools the guest
+# also gets the read-only tools disk (fio), which needs fio on this host.
 start_guest() {
+    local arg
+    for arg in "$@"; do
+        if [[ "${arg}" == --tools && -z "${MEMX_FIO:-}" ]] && ! command -v fio >/dev/null; then
+            fail "this test runs fio in the guest, from a tools disk built from the host's fio: apt-get install fio"
+        fi
+    done
+    # The file exists before tail starts: tail -f on a missing file gives up at once, and the
+    # console would silently not be shown.
+    : > "${WORK}/run-guest.out"
     "${QEMU_DIR}/run-guest.sh" --socket "${SOCK}" --log "${GUEST_LOG}" --timeout "${GUEST_TIMEOUT}" "$@" \
-        </dev/null >"${WORK}/run-guest.out" 2>&1 &
+        </dev/null >>"${WORK}/run-guest.out" 2>&1 &
     GUEST_PID=$!
     local pattern='memx|MEMX|run-guest'
     [[ -n "${MEMX_VERBOSE:-}" ]] && pattern='.'
