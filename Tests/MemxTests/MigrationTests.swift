@@ -15,7 +15,7 @@ struct MigrationTests {
     static let blocks = 64  // of 64 KiB: 4 MiB, the cache's size
 
     /// A source backend and a standby destination on the same two servers and volume.
-    struct Pair {
+    final class Pair {
         let pool: ServerPool
         let source: Backend
         let destination: Backend
@@ -30,6 +30,8 @@ struct MigrationTests {
             destination = try Backend("mig-\(name)-dst", volume: source.volume,
                                       extra: servers + ["--cache", "4M", "--standby", "--pool-directory", cacheDirectory])
         }
+
+        deinit { try? FileManager.default.removeItem(atPath: cacheDirectory) }
     }
 
     func write(_ queue: BlockQueueClient, version: Int) throws {
