@@ -67,10 +67,16 @@ struct FuzzTests {
         case .volumeCreate:
             w.u64(u64(&r, near: [4096, 4096 * 64, 0, 4095, WireLimits.volumeBytesMax, WireLimits.volumeBytesMax + 4096]))
             name()
+            // The optional flags: absent, NO_DEDUP, or an unknown bit (INVALID).
+            if r.chance(1, in: 3) { w.u32(r.pick([0, DedupMessages.volumeFlagNoDedup, 2, UInt32(truncatingIfNeeded: r.next())])) }
         case .volumeOpen:
             w.u64(u64(&r, near: [0, 1, 2, 100]))
             name()
-        case .volumeDelete, .volumeStat: name()
+        case .volumeDelete, .volumeStat, .volumeDedupStat: name()
+        case .volumeClone:
+            w.u32(r.chance(9, in: 10) ? r.pick([0, DedupMessages.volumeFlagNoDedup]) : UInt32(truncatingIfNeeded: r.next()))
+            name()
+            name()
         case .metadataPut:
             w.u64(u64(&r, near: [0, 0, 1, 2])); w.u64(u64(&r, near: [1, 2, 3]))
             let metadata = r.bytes(Int.random(in: 0...200, using: &r))
@@ -87,7 +93,7 @@ struct FuzzTests {
                 for _ in 0..<pages { w.raw([UInt8](repeating: UInt8.random(in: 0...255, using: &r), count: WireLimits.pageSize)) }
             }
         case .ping: w.raw(r.bytes(Int.random(in: 0...64, using: &r)))
-        case .volumeClose, .volumeList, .serverStat, .read, .trim, .hotPagesGet: break
+        case .volumeClose, .volumeList, .serverStat, .read, .trim, .hotPagesGet, .dedupStat: break
         case nil: w.raw(r.bytes(Int.random(in: 0...64, using: &r)))
         }
         var bytes = w.bytes
