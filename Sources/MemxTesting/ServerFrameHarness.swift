@@ -29,8 +29,8 @@ public final class ServerFrameHarness {
     public private(set) var statuses: [UInt16: Int] = [:]
 
     /// `hasher`: a weak one (`PageHasher.truncated`) forces hash collisions on the write path.
-    public init(clusterKey: ClusterKey? = nil, hasher: PageHasher = .random()) throws {
-        store = try VolumeStore(arena: try PageArena(capacityBytes: UInt64(Self.capacityFrames * PageArena.frameBytes)),
+    public init(clusterKey: ClusterKey? = nil, hasher: PageHasher = .random(), capacityFrames: Int = capacityFrames) throws {
+        store = try VolumeStore(arena: try PageArena(capacityBytes: UInt64(capacityFrames * PageArena.frameBytes)),
                                 hasher: hasher)
         handler = RequestHandler(store: store, counters: ServerCounters(), serverID: (0..<16).map { UInt8($0) },
                                  clusterKey: clusterKey)

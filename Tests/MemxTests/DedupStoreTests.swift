@@ -322,3 +322,85 @@ struct DedupStoreTests {
         }
     }
 }
+
+/// MX128, the page hash, and the wire opcodes of de-duplication against a real server.
+@Suite("De-duplication: the hash and the wire")
+struct DedupWireTests {
+    @Test("MX128: every single-bit flip of a page changes its hash, all 32768 differ from each other; seeds matter; truncation keeps bits")
+    func hashSensitivity() {
+        let hasher = PageHasher(seed: 42)
+        var page = DedupStoreTests.page(1)
+        func hash(_ bytes: [UInt8]) -> PageHash { bytes.withUnsafeBytes { hasher.hash($0.baseAddress!) } }
+        let original = hash(page)
+        var seen = Set<PageHash>([original])
+        var lowHalves = Set<UInt64>([original.low])
+        for bit in 0..<(4096 * 8) {
+            page[bit / 8] ^= 1 << UInt8(bit % 8)
+            let flipped = hash(page)
+            seen.insert(flipped)
+            lowHalves.insert(flipped.low)
+            page[bit / 8] ^= 1 << UInt8(bit % 8)
+        }
+        #expect(seen.count == 4096 * 8 + 1)
+        #expect(lowHalves.count == 4096 * 8 + 1, "each 64-bit half alone tells them apart too")
+        #expect(hash(page) == original, "deterministic")
+        // Swapping two 64-byte blocks changes the hash (the lanes are order-sensitive).
+        var swapped = page
+        swapped.replaceSubrange(0..<64, with: page[64..<128])
+        swapped.replaceSubrange(64..<128, with: page[0..<64])
+        #expect(hash(swapped) != original)
+        let other = DedupStoreTests.page(1).withUnsafeBytes { PageHasher(seed: 43).hash($0.baseAddress!) }
+        #expect(other != original, "another server's key, another hash")
+        let zeros = [UInt8](repeating: 0, count: 4096)
+        #expect(zeros.withUnsafeBytes { PageHasher.truncated(toBits: 0).hash($0.baseAddress!) } == PageHash(low: 0, high: 0))
+        let three = page.withUnsafeBytes { PageHasher.truncated(toBits: 3).hash($0.baseAddress!) }
+        #expect(three.high == 0 && three.low < 8)
+    }
+
+    @Test("wire: HELLO says DEDUP; VOLUME_CREATE flags (NO_DEDUP, unknown bits INVALID, a short field closes); VOLUME_CLONE and the stats over TCP")
+    func wire() throws {
+        let host = try InProcessServer()
+        let client = try host.client()
+        #expect(((client.control.hello?.flags ?? 0) & DedupMessages.helloFlagDedup) != 0)
+        func create(_ name: String, flags: UInt32?) throws -> WireStatus? {
+            var writer = PayloadWriter()
+            writer.u64(16 * 4096)
+            writer.name(name)
+            if let flags { writer.u32(flags) }
+            return try client.call(.volumeCreate, payload: writer.bytes).header.statusValue
+        }
+        #expect(try create("plain", flags: nil) == .ok)
+        #expect(try create("zero", flags: 0) == .ok)
+        #expect(try create("private", flags: DedupMessages.volumeFlagNoDedup) == .ok)
+        #expect(try create("odd", flags: 2) == .invalid)
+        let page = DedupStoreTests.page(5)
+        for name in ["plain", "zero", "private"] {
+            let volume = try client.open(name)
+            #expect(try client.write(volume.handle, epoch: volume.epoch, page: 0, page + page) == .ok)
+        }
+        #expect(try client.serverStat().usedFrames == 3, "one shared frame, two private ones")
+        let stat = try DedupStatistics(try client.call(.dedupStat).payload)
+        #expect(stat.logicalPages == 6 && stat.storedFrames == 3 && stat.privatePages == 2 && stat.sharedFrames == 1)
+        let privateStat = try VolumeDedupStatistics(try client.named(.volumeDedupStat, "private").payload)
+        #expect(!privateStat.deduplicates && privateStat.logicalPages == 2)
+        let plainStat = try VolumeDedupStatistics(try client.named(.volumeDedupStat, "plain").payload)
+        #expect(plainStat.deduplicates && plainStat.sharedPages == 2 && plainStat.chargedBytes == 2048)
+        #expect(try client.named(.volumeDedupStat, "nothing").header.statusValue == .notFound)
+        // VOLUME_CLONE: shares, refuses, and answers what it did.
+        let cloned = try client.call(.volumeClone, payload: DedupMessages.volumeClone(template: "plain", name: "vm", flags: 0))
+        #expect(cloned.header.statusValue == .ok)
+        #expect(try CloneResult(cloned.payload) == CloneResult(pages: 2, framesTaken: 0))
+        #expect(try client.call(.volumeClone, payload: DedupMessages.volumeClone(template: "plain", name: "vm", flags: 0)).header.statusValue == .exists)
+        #expect(try client.call(.volumeClone, payload: DedupMessages.volumeClone(template: "none", name: "x", flags: 0)).header.statusValue == .notFound)
+        #expect(try client.call(.volumeClone, payload: DedupMessages.volumeClone(template: "plain", name: "y", flags: 4)).header.statusValue == .invalid)
+        #expect(try client.serverStat().usedFrames == 3)
+        #expect(try client.stat("vm").storedPages == 2)
+        // A malformed flags field (2 bytes, not 4) is a broken peer: the connection closes.
+        var writer = PayloadWriter()
+        writer.u64(4096)
+        writer.name("short")
+        writer.u16(1)
+        try client.send(FrameHeader(opcode: .volumeCreate, requestID: client.makeID()), payload: writer.bytes)
+        #expect(client.isClosedByServer())
+    }
+}
