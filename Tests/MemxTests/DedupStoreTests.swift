@@ -404,3 +404,24 @@ struct DedupWireTests {
         #expect(client.isClosedByServer())
     }
 }
+
+extension DedupWireTests {
+    @Test("metrics: logical and saved bytes, shared frames and the totals")
+    func metrics() throws {
+        let host = try InProcessServer(memoryBytes: 1 << 20)
+        let client = try host.client()
+        for name in ["m1", "m2"] {
+            #expect(try client.create(name, sizeBytes: 64 * 4096) == .ok)
+            let volume = try client.open(name)
+            #expect(try client.write(volume.handle, epoch: volume.epoch, page: 0, DedupStoreTests.pages([1, 2, 3, 1])) == .ok)
+        }
+        let text = MetricsResponder.exposition(host.server)
+        #expect(text.contains("\nmemx_server_used_bytes 12288\n"))
+        #expect(text.contains("\nmemx_server_logical_bytes 32768\n"))
+        #expect(text.contains("\nmemx_server_dedup_saved_bytes 20480\n"))
+        #expect(text.contains("\nmemx_server_dedup_shared_frames 3\n"))
+        #expect(text.contains("\nmemx_server_dedup_duplicate_pages_total 5\n"))
+        #expect(text.contains("\nmemx_server_dedup_pages_hashed_total 8\n"))
+        #expect(text.contains("\nmemx_server_dedup_hash_collisions_total 0\n"))
+    }
+}
