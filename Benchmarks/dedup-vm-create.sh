@@ -59,7 +59,7 @@ else
         ((size < budget)) || continue
         cp "$file" "$TMP/root/" 2>/dev/null && budget=$((budget - size))
     done < <(find "$SOURCE_DIR" -maxdepth 1 -type f -print0 | sort -z)
-    mke2fs -q -F -t ext4 -b 4096 -d "$TMP/root" "$TMP/image" "$IMAGE_SIZE" || die "mke2fs failed"
+    mke2fs -q -F -t ext4 -b 4096 -d "$TMP/root" "$TMP/image" "$IMAGE_SIZE" >&2 || die "mke2fs failed"
 fi
 IMAGE_BYTES=$(stat -c %s "$TMP/image")
 NONZERO=$(od -An -v -tx1 -w4096 "$TMP/image" | grep -cv '^\( 00\)*$' || true)
