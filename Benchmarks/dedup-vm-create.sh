@@ -14,7 +14,8 @@
 #
 # Environment (defaults): COUNTS="4 16 32" SERVERS=3 REPLICAS=2 SERVER_MEMORY=2G
 # IMAGE_SIZE=64M SOURCE_DIR=/usr/lib/x86_64-linux-gnu SOURCE_MB=40 POLICY=on IMAGE= (an image
-# file to use instead) SKIP_BUILD= SCRATCH_PATH=.build KEEP_TMP=
+# file to use instead) VHOST_BINARY= (another memx-vhost to place the groups, e.g. one built
+# before content-aligned placement) SKIP_BUILD= SCRATCH_PATH=.build KEEP_TMP=
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 COUNTS=${COUNTS:-"4 16 32"}
@@ -37,6 +38,7 @@ if [[ -z "${SKIP_BUILD:-}" ]]; then
         || die "cannot build Benchmarks/DedupBench"
 fi
 BIN=$(swift build -c release --scratch-path "$SCRATCH_PATH" --show-bin-path)
+VHOST=${VHOST_BINARY:-$BIN/memx-vhost}
 BENCH=$(swift build -c release --package-path Benchmarks/DedupBench --scratch-path "$SCRATCH_PATH-bench" --show-bin-path)/dedup-bench
 TMP=$(mktemp -d /tmp/memx-dedup-vm.XXXXXX)
 PIDS=()
@@ -90,7 +92,7 @@ for ((vm = 1; vm <= MAX; vm++)); do
         "$BIN/memxctl" "${ADDRESSES[@]}" create "$name" --size "${SIZE_MB}M" --no-dedup >/dev/null
     fi
     sock=$TMP/vm$vm.sock
-    "$BIN/memx-vhost" --socket "$sock" --size "${SIZE_MB}M" --volume "$name" "${ADDRESSES[@]}" --replicas "$REPLICAS" \
+    "$VHOST" --socket "$sock" --size "${SIZE_MB}M" --volume "$name" "${ADDRESSES[@]}" --replicas "$REPLICAS" \
         --cache 16M --pool-directory /dev/shm --log-level warning >"$TMP/vm$vm.log" 2>&1 &
     pid=$!
     for _ in $(seq 100); do [[ -S "$sock" ]] && break; sleep 0.1; done
