@@ -39,10 +39,10 @@ public final class MemoryServer: @unchecked Sendable {
 
     /// Binds `listen` and sets up an arena of `memoryBytes`; `start()` begins serving. With a
     /// `clusterKey`, clients must prove it (AUTH) before anything but HELLO is served.
-    public init(listen: TCPAddress, memoryBytes: UInt64, clusterKey: ClusterKey? = nil,
+    public init(listen: TCPAddress, memoryBytes: UInt64, clusterKey: ClusterKey? = nil, hasher: PageHasher = .random(),
                 logger: Logger) throws(MemoryServerError) {
         let arena = try PageArena(capacityBytes: memoryBytes)
-        store = VolumeStore(arena: arena)
+        store = try VolumeStore(arena: arena, hasher: hasher)
         counters = ServerCounters()
         var random = SystemRandomNumberGenerator()
         handler = RequestHandler(store: store, counters: counters,

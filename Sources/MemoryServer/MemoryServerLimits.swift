@@ -11,3 +11,12 @@ public enum MemoryServerLimits {
     /// otherwise block in `send` forever).
     public static let sendTimeoutMillis = 30_000
 }
+
+/// Limits of the de-duplication index (`FrameIndex`), each with its reason.
+public enum DedupLimits {
+    /// Frames with the page's hash compared byte by byte before the page is stored on its own:
+    /// with a 128-bit keyed hash two different pages share a hash only by a (vanishingly rare)
+    /// accident, so one compare is the norm; the cap bounds what a flood of colliding pages
+    /// could cost a write.
+    public static let candidatesComparedMax = 8
+}

@@ -52,6 +52,24 @@ public final class MetricsResponder: Sendable {
         metric("memx_server_sent_bytes_total", "counter", "Reply bytes sent, headers included.", [("", counters.bytesSent)])
         metric("memx_server_auth_failures_total", "counter", "AUTH requests refused (another key, or a replayed proof).",
                [("", counters.authenticationFailures)])
+        let dedup = server.store.dedupStatistics()
+        metric("memx_server_logical_bytes", "gauge", "What the volumes' written pages would cost without de-duplication.",
+               [("", dedup.logicalPages * frameBytes)])
+        metric("memx_server_dedup_saved_bytes", "gauge", "Logical bytes minus used bytes: what de-duplication saves now.",
+               [("", dedup.savedFrames * frameBytes)])
+        metric("memx_server_dedup_distinct_frames", "gauge", "Frames of de-duplicating volumes (distinct contents).",
+               [("", dedup.indexedFrames)])
+        metric("memx_server_dedup_shared_frames", "gauge", "Frames two or more pages point at.", [("", dedup.sharedFrames)])
+        metric("memx_server_dedup_private_pages", "gauge", "Pages of volumes created without de-duplication.",
+               [("", dedup.privatePages)])
+        metric("memx_server_dedup_pages_hashed_total", "counter", "Pages hashed on their way in.", [("", dedup.pagesHashed)])
+        metric("memx_server_dedup_duplicate_pages_total", "counter", "Pages written whose content was stored already.",
+               [("", dedup.duplicatePages)])
+        metric("memx_server_dedup_hash_collisions_total", "counter", "Hash matches whose bytes differed (caught by the compare).",
+               [("", dedup.hashCollisions)])
+        metric("memx_server_dedup_copies_on_write_total", "counter", "Writes that moved a page off a shared frame.",
+               [("", dedup.copiesOnWrite)])
+        metric("memx_server_dedup_cloned_pages_total", "counter", "Pages given to clones (VOLUME_CLONE).", [("", dedup.clonedPages)])
         return text.text
     }
 }

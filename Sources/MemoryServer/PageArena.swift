@@ -1,3 +1,4 @@
+import Glibc
 import LinuxSystem
 import RemoteMem
 import Synchronization
@@ -75,7 +76,13 @@ public final class PageArena: Sendable {
     /// Gives `frames` back: their memory returns to the kernel, then they become free.
     /// Sorts `frames` in place so that contiguous runs are discarded with one system call.
     public func release(_ frames: inout [UInt32]) {
+        frames.withUnsafeMutableBufferPointer { release($0) }
+    }
+
+    /// `release` for frames in a caller's buffer (the write path's, on its stack); sorts them.
+    public func release(_ frames: UnsafeMutableBufferPointer<UInt32>) {
         guard !frames.isEmpty else { return }
+        var frames = frames
         frames.sort()
         var runStart = 0
         for i in 1...frames.count where i == frames.count || frames[i] != frames[i - 1] + 1 {
@@ -97,6 +104,22 @@ public final class PageArena: Sendable {
         // SAFETY: `frame` is inside the reservation (checked above) and a frame is frameBytes
         // long; the caller guarantees `source` has frameBytes readable bytes.
         (memory.base + Int(frame) * Self.frameBytes).copyMemory(from: source, byteCount: Self.frameBytes)
+    }
+
+    /// True if `frame` holds exactly the 4 KiB at `page`: the byte compare that confirms a
+    /// de-duplication candidate, so a hash collision can never alias two different pages.
+    func contentEquals(frame: UInt32, _ page: UnsafeRawPointer) -> Bool {
+        precondition(Int(frame) < capacityFrames, "frame \(frame) outside the arena")
+        // SAFETY: as in `store`; the caller guarantees `page` has frameBytes readable bytes.
+        return memcmp(memory.base + Int(frame) * Self.frameBytes, page, Self.frameBytes) == 0
+    }
+
+    /// Runs `body` with `frame`'s bytes (frameBytes of them), for hashing a stored page. The
+    /// caller keeps the frame from changing meanwhile (its volume's lock, or the index's).
+    func withFrame<T>(_ frame: UInt32, _ body: (UnsafeRawPointer) -> T) -> T {
+        precondition(Int(frame) < capacityFrames, "frame \(frame) outside the arena")
+        // SAFETY: the frame is inside the reservation (checked above) and frameBytes long.
+        return body(UnsafeRawPointer(memory.base + Int(frame) * Self.frameBytes))
     }
 
     /// Copies `frame` into one page at `destination`.

@@ -8,8 +8,32 @@ extension RequestHandler {
         case .volumeCreate:
             let sizeBytes = try reader.u64()
             let name = try Self.name(&reader)
+            // Optional trailing flags (a client of this version sends them only when not 0).
+            let flags = reader.remaining == 0 ? 0 : try reader.u32()
             try reader.finish()
-            return outcome(header) { () throws(WireStatus) in try store.create(name: try Self.valid(name), sizeBytes: sizeBytes) }
+            return outcome(header) { () throws(WireStatus) in
+                try store.create(name: try Self.valid(name), sizeBytes: sizeBytes, deduplicate: try Self.deduplicates(flags))
+            }
+        case .volumeClone:
+            let flags = try reader.u32()
+            let template = try Self.name(&reader)
+            let name = try Self.name(&reader)
+            try reader.finish()
+            do {
+                let result = try store.clone(template: try Self.valid(template), name: try Self.valid(name),
+                                             deduplicate: try Self.deduplicates(flags))
+                return .ok(header, bytes: result.encoded)
+            } catch {
+                return .status(error, to: header)
+            }
+        case .volumeDedupStat:
+            let name = try Self.name(&reader)
+            try reader.finish()
+            do {
+                return .ok(header, bytes: try store.volumeDedupStatistics(name: try Self.valid(name)).encoded)
+            } catch {
+                return .status(error, to: header)
+            }
         case .volumeOpen:
             let minimumEpoch = try reader.u64()
             let name = try Self.name(&reader)
@@ -51,7 +75,7 @@ extension RequestHandler {
             } catch {
                 return .status(error, to: header)
             }
-        case .hello, .ping, .serverStat, .serverDrain, .auth, .read, .write, .trim:
+        case .hello, .ping, .serverStat, .serverDrain, .auth, .dedupStat, .read, .write, .trim:
             preconditionFailure("\(opcode) is not a volume control opcode")
         }
     }
@@ -108,6 +132,12 @@ extension RequestHandler {
         let bytes = try reader.raw(length)
         let name = String(decoding: bytes, as: UTF8.self)
         return length <= WireLimits.nameBytesMax && WireLimits.isValidName(name) ? name : nil
+    }
+
+    /// The de-duplication policy of volume `flags` (`DedupMessages`): `INVALID` for an unknown bit.
+    static func deduplicates(_ flags: UInt32) throws(WireStatus) -> Bool {
+        guard flags & ~DedupMessages.volumeFlagsKnown == 0 else { throw .invalid }
+        return flags & DedupMessages.volumeFlagNoDedup == 0
     }
 
     /// `name`, or `INVALID` if it was not a valid volume name.

@@ -69,6 +69,9 @@ public struct RequestHandler: Sendable {
             guard payload.count == 1, payload[0] <= 1 else { return .status(.invalid, to: header) }
             store.draining.store(payload[0] == 1, ordering: .relaxed)
             return .status(.ok, to: header)
+        case .dedupStat:
+            guard payload.isEmpty else { throw .malformedPayload("DEDUP_STAT carries \(payload.count) payload bytes") }
+            return .ok(header, bytes: store.dedupStatistics().encoded)
         default: return try control(opcode, header, PayloadReader(Array(payload)))
         }
     }
@@ -129,7 +132,7 @@ public struct RequestHandler: Sendable {
         var writer = PayloadWriter()
         writer.u64(WireLimits.magic)
         writer.u16(WireLimits.version)
-        writer.u16(clusterKey == nil ? 0 : WireMessages.helloFlagAuthenticationRequired)
+        writer.u16((clusterKey == nil ? 0 : WireMessages.helloFlagAuthenticationRequired) | DedupMessages.helloFlagDedup)
         writer.u32(0)
         writer.raw(serverNonce)
         writer.raw(serverID)

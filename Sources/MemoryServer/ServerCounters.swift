@@ -13,9 +13,9 @@ public final class ServerCounters: Sendable {
     }
 
     /// Every opcode of protocol version 1, in code order.
-    public static let allOpcodes: [Opcode] = [.hello, .ping, .serverStat, .serverDrain, .auth, .volumeCreate, .volumeOpen, .volumeClose,
-                                              .volumeDelete, .volumeStat, .volumeList, .metadataPut, .hotPagesPut, .hotPagesGet,
-                                              .read, .write, .trim]
+    public static let allOpcodes: [Opcode] = [.hello, .ping, .serverStat, .serverDrain, .auth, .dedupStat, .volumeCreate, .volumeOpen,
+                                              .volumeClose, .volumeDelete, .volumeStat, .volumeList, .metadataPut, .hotPagesPut,
+                                              .hotPagesGet, .volumeClone, .read, .write, .trim, .volumeDedupStat]
 
     private let connections = Atomic<Int>(0)
     private let requests = Counter()

@@ -9,13 +9,18 @@ final class Volume: Sendable {
     /// before a DELETE and re-CREATE of the same name finds nothing (`NOT_FOUND`).
     let handle: UInt32
     let sizeBytes: UInt64
+    /// The volume's de-duplication policy, fixed at creation: true, its pages point at frames
+    /// of the server's `FrameIndex`, shared with every page of the same content; false (a
+    /// tenant that shares nothing), each page has a frame of its own, never indexed.
+    let deduplicates: Bool
     let state: Mutex<VolumeState>
 
-    init(name: String, handle: UInt32, sizeBytes: UInt64) {
+    init(name: String, handle: UInt32, sizeBytes: UInt64, deduplicates: Bool, state: VolumeState = VolumeState()) {
         self.name = name
         self.handle = handle
         self.sizeBytes = sizeBytes
-        state = Mutex(VolumeState())
+        self.deduplicates = deduplicates
+        self.state = Mutex(state)
     }
 
     /// Pages in the volume.
@@ -34,7 +39,9 @@ struct VolumeState {
     /// The hot-page list the last lease holder left for the next (HOT_PAGES_PUT): a hint to
     /// warm a cache with, never data.
     var hotPages: [UInt8] = []
-    /// Page index → arena frame, for written pages only (unwritten pages read as zeros).
+    /// Page index → arena frame, for written pages only (unwritten pages read as zeros). On a
+    /// de-duplicating volume the frame may be shared (its `FrameIndex` share count says by how
+    /// many pages, of any volume) and is never written in place.
     var pages: [UInt64: UInt32] = [:]
     /// Set by VOLUME_DELETE: a request that looked the volume up just before must not touch it.
     var deleted = false

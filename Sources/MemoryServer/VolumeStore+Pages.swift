@@ -28,13 +28,18 @@ extension VolumeStore {
 
     /// WRITE: stores `source` (pageCount × 4 KiB bytes) at `[page, page + pageCount)`. Frames
     /// for every new page are taken before any byte is copied: if the arena cannot give them
-    /// all the request is `FULL` and nothing of it is applied.
+    /// all the request is `FULL` and nothing of it is applied. On a de-duplicating volume a page
+    /// whose content is stored already takes no frame (VolumeStore+Dedup.swift).
     public func write(handle: UInt32, epoch: UInt64, page: UInt64, pageCount: UInt32,
                       from source: UnsafeRawBufferPointer) throws(WireStatus) {
         let count = try checkedCount(pageCount, max: WireLimits.pagesPerRequestMax)
         precondition(source.count == count * WireLimits.pageSize, "write payload is not pageCount pages")
         let volume = try lookUp(handle: handle)
         try checkRange(volume, page: page, count: count)
+        if volume.deduplicates {
+            try writeDeduplicated(volume, epoch: epoch, page: page, count: count, from: source)
+            return
+        }
         try volume.state.withLock { (state: inout VolumeState) throws(WireStatus) in
             try state.checkLease(epoch)
             var newPages = 0
@@ -84,20 +89,21 @@ extension VolumeStore {
                     frames.append(frame)
                 }
             }
-            return frames
+            // Shared frames stay while other pages point at them.
+            return volume.deduplicates ? letGo(of: frames) : frames
         }
-        // Outside the volume's lock: the frames are no longer reachable from the volume.
+        // Outside the volume's lock: the frames are no longer reachable from any page.
         arena.release(&frames)
     }
 
     /// `pageCount` as an Int if it is 1...max, else `INVALID`.
-    private func checkedCount(_ pageCount: UInt32, max: UInt32) throws(WireStatus) -> Int {
+    func checkedCount(_ pageCount: UInt32, max: UInt32) throws(WireStatus) -> Int {
         guard pageCount >= 1, pageCount <= max else { throw .invalid }
         return Int(pageCount)
     }
 
     /// `INVALID` unless `[page, page + count)` lies inside the volume.
-    private func checkRange(_ volume: Volume, page: UInt64, count: Int) throws(WireStatus) {
+    func checkRange(_ volume: Volume, page: UInt64, count: Int) throws(WireStatus) {
         guard page < volume.pageCount, UInt64(count) <= volume.pageCount - page else { throw .invalid }
     }
 }

@@ -28,8 +28,10 @@ public final class ServerFrameHarness {
     /// Replies per status, for tests that check the generator reaches them.
     public private(set) var statuses: [UInt16: Int] = [:]
 
-    public init(clusterKey: ClusterKey? = nil) throws {
-        store = VolumeStore(arena: try PageArena(capacityBytes: UInt64(Self.capacityFrames * PageArena.frameBytes)))
+    /// `hasher`: a weak one (`PageHasher.truncated`) forces hash collisions on the write path.
+    public init(clusterKey: ClusterKey? = nil, hasher: PageHasher = .random(), capacityFrames: Int = capacityFrames) throws {
+        store = try VolumeStore(arena: try PageArena(capacityBytes: UInt64(capacityFrames * PageArena.frameBytes)),
+                                hasher: hasher)
         handler = RequestHandler(store: store, counters: ServerCounters(), serverID: (0..<16).map { UInt8($0) },
                                  clusterKey: clusterKey)
         try store.create(name: Self.volumeName, sizeBytes: Self.volumePages * UInt64(WireLimits.pageSize))
@@ -134,14 +136,15 @@ public final class ServerFrameHarness {
         return nil
     }
 
-    /// The arena lends exactly the frames the volumes hold, and never more than it has.
+    /// The arena lends exactly the frames the volumes point at, never more than it has, and
+    /// every share count is the number of pages pointing at its frame (`auditSharing`).
     public func accountingViolation() -> String? {
         let used = store.arena.usedFrames
         guard used >= 0, used <= store.arena.capacityFrames else {
             return "arena uses \(used) of \(store.arena.capacityFrames) frames"
         }
         let stored = store.list().reduce(0) { $0 + Int($1.storedPages) }
-        guard stored == used else { return "volumes hold \(stored) pages but the arena lends \(used) frames" }
-        return nil
+        guard stored >= used else { return "volumes hold \(stored) pages but the arena lends \(used) frames" }
+        return store.auditSharing()
     }
 }

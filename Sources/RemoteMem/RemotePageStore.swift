@@ -29,6 +29,10 @@ public final class RemotePageStore: AsyncReadablePageStore, @unchecked Sendable 
         /// Copies of every page group, each on another server (nil: 2 with two or more
         /// servers, else 1). Fixed when the volume is created.
         public var replicas: Int?
+        /// Whether a volume created here de-duplicates its pages on the servers (true) or
+        /// shares no frame with any other page (memx-vhost --no-dedup). Fixed when the volume is
+        /// created; an existing volume keeps its own.
+        public var deduplicate = true
         /// Where failures and re-replication progress are reported (memx-vhost's log).
         public var report: @Sendable (VolumeEvent) -> Void
 
@@ -82,7 +86,8 @@ public final class RemotePageStore: AsyncReadablePageStore, @unchecked Sendable 
                 }
             }
             volume = try RemoteVolume.open(name: name, capacityBytes: capacityBytes, connections: connections,
-                                           replicas: replicas, pool: servers, report: options.report)
+                                           replicas: replicas, pool: servers, deduplicate: options.deduplicate,
+                                           report: options.report)
         } catch {
             for connection in connections { connection.close() }
             throw error

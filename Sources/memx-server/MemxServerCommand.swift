@@ -16,6 +16,11 @@ struct MemxServerCommand: ParsableCommand {
             that does not fit is refused whole with the status FULL. RAM only: nothing survives \
             the process; redundancy across servers keeps data safe.
 
+            Pages with the same content are stored once, however many volumes hold them \
+            (de-duplication: a keyed 128-bit hash finds candidates, a byte compare confirms, a \
+            write to a shared page is copy-on-write; docs/DEDUP.md). Volumes created with \
+            `memxctl create --no-dedup` opt out; `memxctl dedup` shows the saving.
+
             It runs in the foreground and logs to stderr, starting with the address it listens \
             on (with --listen HOST:0 the kernel picks the port). SIGTERM or SIGINT stop it \
             cleanly: every connection is closed and the process exits 0.

@@ -30,7 +30,10 @@ struct ListCommand: ParsableCommand {
         for (server, result) in zip(servers, results) {
             switch result {
             case .success(let records):
-                for (name, stat) in records { merged[name, default: MergedVolume(name: name)].add(stat, on: server) }
+                for (name, stat, dedup) in records {
+                    merged[name, default: MergedVolume(name: name)].add(stat, on: server)
+                    merged[name]?.add(dedup)
+                }
             case .failure(let error):
                 failures.append((server, error))
             }
@@ -47,11 +50,11 @@ struct ListCommand: ParsableCommand {
             return
         }
         var table = TextTable([("NAME", .left), ("SIZE", .right), ("PAGES", .right), ("STORED", .right),
-                               ("EPOCH", .right), ("META", .right), ("SERVERS", .left)])
+                               ("EPOCH", .right), ("META", .right), ("DEDUP", .left), ("SERVERS", .left)])
         for volume in volumes {
             table.add([volume.name, HumanFormat.bytes(volume.sizeBytes) + (volume.sizeConsistent ? "" : "!"),
                        "\(volume.storedPages)", HumanFormat.bytes(volume.storedBytes), "\(volume.epoch)",
-                       "\(volume.metadataVersion)", HumanFormat.list(volume.servers.map(\.description))])
+                       "\(volume.metadataVersion)", volume.dedupText, HumanFormat.list(volume.servers.map(\.description))])
         }
         if volumes.isEmpty {
             print("no volumes on \(servers.count - failures.count) of \(servers.count) servers")
@@ -65,12 +68,15 @@ struct ListCommand: ParsableCommand {
         try Fanout.requireAuthenticated(results)
     }
 
-    /// Every volume on the server with its `VOLUME_STAT` (a volume deleted in between is left out).
-    static func records(_ client: ControlClient) throws(ControlError) -> [(String, ControlClient.VolumeStat)] {
-        var records: [(String, ControlClient.VolumeStat)] = []
+    /// Every volume on the server with its `VOLUME_STAT` and, from a server that
+    /// de-duplicates, its `VOLUME_DEDUP_STAT` (a volume deleted in between is left out).
+    static func records(_ client: ControlClient) throws(ControlError)
+        -> [(String, ControlClient.VolumeStat, VolumeDedupStatistics?)] {
+        var records: [(String, ControlClient.VolumeStat, VolumeDedupStatistics?)] = []
         for entry in try client.volumeList() {
             do throws(ControlError) {
-                records.append((entry.name, try client.volumeStat(entry.name)))
+                let stat = try client.volumeStat(entry.name)
+                records.append((entry.name, stat, client.deduplicates ? try client.volumeDedupStat(entry.name) : nil))
             } catch where error.status == .notFound {
                 continue
             }

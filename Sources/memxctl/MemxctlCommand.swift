@@ -23,16 +23,18 @@ struct MemxctlCommand: ParsableCommand {
             Examples:
               memxctl --server 10.0.0.5:7400 --server 10.0.0.6:7400 servers
               memxctl --server 10.0.0.5:7400 --server 10.0.0.6:7400 create vm1 --size 20G
+              memxctl --server 10.0.0.5:7400 --server 10.0.0.6:7400 create vm2 --from vm1
+              memxctl --server 10.0.0.5:7400 --server 10.0.0.6:7400 dedup
               memxctl --server 10.0.0.5:7400 --server 10.0.0.6:7400 --json list
 
             Exit status: 0 done, 1 an operational error (one line on stderr), 2 bad flags.
             """,
         subcommands: [ServersCommand.self, ListCommand.self, StatCommand.self, CreateCommand.self, DeleteCommand.self,
-                      DrainCommand.self])
+                      DrainCommand.self, DedupCommand.self])
 
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-        throw ValidationError("a subcommand is required: servers, list, stat, create or delete (see --help)")
+        throw ValidationError("a subcommand is required: servers, list, stat, create, delete, drain or dedup (see --help)")
     }
 }

@@ -14,6 +14,12 @@ struct MergedVolume {
     /// The highest lease epoch and metadata version any server reports.
     private(set) var epoch: UInt64 = 0
     private(set) var metadataVersion: UInt64 = 0
+    /// De-duplication as the servers report it (`VOLUME_DEDUP_STAT`): whether the volume
+    /// de-duplicates (nil: no server said), its pages sharing a frame and its fair share of
+    /// memory, summed over the servers.
+    private(set) var deduplicates: Bool?
+    private(set) var sharedPages: UInt64 = 0
+    private(set) var chargedBytes: UInt64 = 0
 
     init(name: String) { self.name = name }
 
@@ -29,6 +35,17 @@ struct MergedVolume {
         metadataVersion = max(metadataVersion, stat.metadataVersion)
     }
 
+    /// Adds what a server reports of the volume's sharing (nil: it could not say).
+    mutating func add(_ dedup: VolumeDedupStatistics?) {
+        guard let dedup else { return }
+        deduplicates = dedup.deduplicates
+        sharedPages += dedup.sharedPages
+        chargedBytes += dedup.chargedBytes
+    }
+
+    /// "on", "off" or "-" (unknown: servers without de-duplication).
+    var dedupText: String { deduplicates.map { $0 ? "on" : "off" } ?? "-" }
+
     var json: JSONValue {
         .object([
             ("name", .string(name)),
@@ -39,6 +56,9 @@ struct MergedVolume {
             ("servers", .array(servers.map { .string($0.description) })),
             ("epoch", .unsigned(epoch)),
             ("metadataVersion", .unsigned(metadataVersion)),
+            ("dedup", deduplicates.map { .bool($0) } ?? .null),
+            ("sharedPages", .unsigned(sharedPages)),
+            ("chargedBytes", .unsigned(chargedBytes)),
         ])
     }
 }

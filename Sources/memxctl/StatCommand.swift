@@ -23,7 +23,7 @@ struct StatCommand: ParsableCommand {
     }
 
     func run() throws {
-        let lookup = VolumeLookup(name: name, servers: global.servers, connection: try global.connection())
+        let lookup = VolumeLookup(name: name, servers: global.servers, connection: try global.connection(), withDedup: true)
         let present = lookup.present
         guard !present.isEmpty else {
             let failures = lookup.failures
@@ -33,6 +33,7 @@ struct StatCommand: ParsableCommand {
         }
         var merged = MergedVolume(name: name)
         for (server, stat) in present { merged.add(stat, on: server) }
+        for dedup in lookup.dedup { merged.add(dedup) }
         if global.json {
             json(lookup, merged).print()
         } else {
@@ -43,13 +44,18 @@ struct StatCommand: ParsableCommand {
 
     private func json(_ lookup: VolumeLookup, _ merged: MergedVolume) -> JSONValue {
         guard case .object(var members) = merged.json else { return merged.json }
-        members.append(("perServer", .array(zip(lookup.servers, lookup.results).map { server, result in
+        members.append(("perServer", .array(zip(zip(lookup.servers, lookup.results), lookup.dedup).map { pair, dedup in
+            let (server, result) = pair
             var fields: [(String, JSONValue)] = [("address", .string(server.description))]
             switch result {
             case .success(let stat?):
                 fields += [("state", .string("present")), ("sizeBytes", .unsigned(stat.sizeBytes)),
                            ("storedPages", .unsigned(stat.storedPages)), ("storedBytes", .unsigned(stat.storedBytes)),
                            ("epoch", .unsigned(stat.epoch)), ("metadataVersion", .unsigned(stat.metadataVersion))]
+                if let dedup {
+                    fields += [("dedup", .bool(dedup.deduplicates)), ("sharedPages", .unsigned(dedup.sharedPages)),
+                               ("chargedBytes", .unsigned(dedup.chargedBytes))]
+                }
             case .success(nil):
                 fields.append(("state", .string("absent")))
             case .failure(let error):
@@ -68,19 +74,26 @@ struct StatCommand: ParsableCommand {
               + "\(merged.servers.count) of \(lookup.servers.count) servers")
         print("epoch     \(merged.epoch)")
         print("metadata  version \(merged.metadataVersion)")
+        if let deduplicates = merged.deduplicates {
+            print(deduplicates
+                  ? "dedup     on: \(merged.sharedPages) of \(merged.storedPages) pages share their memory; "
+                    + "its fair share of memory is \(HumanFormat.bytes(merged.chargedBytes))"
+                  : "dedup     off: its pages share no memory")
+        }
         print("")
         var table = TextTable([("SERVER", .left), ("STATE", .left), ("SIZE", .right), ("PAGES", .right),
-                               ("STORED", .right), ("EPOCH", .right), ("META", .right)])
+                               ("STORED", .right), ("EPOCH", .right), ("META", .right), ("SHARED", .right), ("CHARGED", .right)])
         var problems: [String] = []
-        for (server, result) in zip(lookup.servers, lookup.results) {
+        for ((server, result), dedup) in zip(zip(lookup.servers, lookup.results), lookup.dedup) {
             switch result {
             case .success(let stat?):
                 table.add([server.description, "present", HumanFormat.bytes(stat.sizeBytes), "\(stat.storedPages)",
-                           HumanFormat.bytes(stat.storedBytes), "\(stat.epoch)", "\(stat.metadataVersion)"])
+                           HumanFormat.bytes(stat.storedBytes), "\(stat.epoch)", "\(stat.metadataVersion)",
+                           dedup.map { "\($0.sharedPages)" } ?? "-", dedup.map { HumanFormat.bytes($0.chargedBytes) } ?? "-"])
             case .success(nil):
-                table.add([server.description, "absent"] + Array(repeating: "-", count: 5))
+                table.add([server.description, "absent"] + Array(repeating: "-", count: 7))
             case .failure(let error):
-                table.add([server.description, error.isUnreachable ? "unreachable" : "error"] + Array(repeating: "-", count: 5))
+                table.add([server.description, error.isUnreachable ? "unreachable" : "error"] + Array(repeating: "-", count: 7))
                 problems.append(error.description)
             }
         }

@@ -8,17 +8,27 @@ struct VolumeLookup {
     /// Per server (in --server order): the volume's record, nil if absent, or why the server
     /// could not be asked.
     let results: [Result<ControlClient.VolumeStat?, ControlError>]
+    /// Per server, with `withDedup`: the volume's sharing there (nil: absent, unreachable, or a
+    /// server that does not de-duplicate).
+    let dedup: [VolumeDedupStatistics?]
 
-    /// Asks every server at once.
-    init(name: String, servers: [TCPAddress], connection: Fanout.Connection) {
+    /// Asks every server at once (with `withDedup`, `VOLUME_DEDUP_STAT` too).
+    init(name: String, servers: [TCPAddress], connection: Fanout.Connection, withDedup: Bool = false) {
         self.name = name
         self.servers = servers
-        results = Fanout.run(servers, connection) { (client) throws(ControlError) in
+        let answers = Fanout.run(servers, connection) {
+            (client) throws(ControlError) -> (ControlClient.VolumeStat, VolumeDedupStatistics?)? in
             do throws(ControlError) {
-                return try client.volumeStat(name)
+                let stat = try client.volumeStat(name)
+                return (stat, withDedup && client.deduplicates ? try client.volumeDedupStat(name) : nil)
             } catch where error.status == .notFound {
                 return nil
             }
+        }
+        results = answers.map { $0.map { $0?.0 } }
+        dedup = answers.map { answer in
+            guard case .success(let found?) = answer else { return nil }
+            return found.1
         }
     }
 

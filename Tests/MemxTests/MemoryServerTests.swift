@@ -484,7 +484,7 @@ struct MemoryServerTests {
 
     @Test("RequestHandler without sockets: pages land in the caller's buffer; a short WRITE payload is malformed")
     func handlerWithoutSockets() throws {
-        let store = VolumeStore(arena: try PageArena(capacityBytes: 1 << 20))
+        let store = try VolumeStore(arena: try PageArena(capacityBytes: 1 << 20))
         let handler = RequestHandler(store: store, counters: ServerCounters(), serverID: [UInt8](repeating: 1, count: 16))
         var handshake = Handshake()
         try store.create(name: "pure", sizeBytes: 8 * 4096)

@@ -57,8 +57,9 @@ struct MemxctlTests {
         writer.name(name)
         let opened = try client.call(.volumeOpen, payload: writer.bytes).header
         #expect(opened.statusValue == .ok)
+        // Each page different (the page number in every byte), so de-duplication stores each.
         let reply = try client.call(.write, volume: opened.volume, epoch: opened.epoch, pageCount: UInt32(pages),
-                                    payload: [UInt8](repeating: 0x5a, count: pages * WireLimits.pageSize))
+                                    payload: (0..<pages).flatMap { [UInt8](repeating: 0x5a &+ UInt8($0), count: WireLimits.pageSize) })
         #expect(reply.header.statusValue == .ok)
     }
 

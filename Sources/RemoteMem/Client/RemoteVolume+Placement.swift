@@ -53,17 +53,19 @@ extension RemoteVolume {
         return set
     }
 
-    /// Places `group` on `replicaCount` distinct servers with the most free frames (estimated
-    /// from `SERVER_STAT`, minus groups placed since), ties going to the server holding fewer of
-    /// this volume's groups; publishes the new table on the servers before any page of the
-    /// group is written, so an acknowledged write is always reachable through the table.
-    /// Serialized by `placementLock` (placements are rare: once per 4 MiB). With fewer healthy
-    /// servers than replicas the group starts with fewer (and is topped up by re-replication).
+    /// Places `group` on `replicaCount` distinct servers, content-aligned: the servers group
+    /// number `group` gets in every volume (`chooseServers(count:excluding:group:)`),
+    /// so that volumes holding the same image at the same offsets (VMs installed from one
+    /// image) put the same content on the same servers, where it is stored once (docs/DEDUP.md,
+    /// "Placement"). Publishes the new table on the servers before any page of the group is
+    /// written, so an acknowledged write is always reachable through the table. Serialized by
+    /// `placementLock` (placements are rare: once per 4 MiB). With fewer healthy servers than
+    /// replicas the group starts with fewer (and is topped up by re-replication).
     private func place(_ group: Int) throws(RemoteMemError) {
         placementLock.lock()
         defer { placementLock.unlock() }
         if tableLock.withLock({ table.replica(0, of: group) }) != nil { return }
-        let chosen = try chooseServers(count: replicaCount, excluding: [])
+        let chosen = try chooseServers(count: replicaCount, excluding: [], group: group)
         var next = tableLock.withLock { table }
         next.setReplicas(group: group, to: chosen.map { connections[$0].serverID })
         try publish(next)
@@ -71,9 +73,17 @@ extension RemoteVolume {
         for c in chosen { placedSinceStat[c] += 1 }
     }
 
-    /// Up to `count` healthy servers not in `excluding`, most free memory first (placement lock
-    /// held). Throws if there is none.
-    func chooseServers(count: Int, excluding: [Int]) throws(RemoteMemError) -> [Int] {
+    /// Up to `count` healthy servers not in `excluding` (placement lock held). Throws if there
+    /// is none.
+    ///
+    /// Without `group`: most free memory first (estimated from `SERVER_STAT`, minus groups
+    /// placed since), ties going to the server holding fewer of this volume's groups. With
+    /// `group`: content-aligned. The servers with room for a group, in the order of their ids,
+    /// are taken round-robin from position `group % count`: group g of every volume, on every
+    /// backend of the pool, gets the same servers (so identical images written at the same
+    /// offsets meet on the same servers and are stored once), and one volume's groups spread
+    /// evenly. Servers without room come last, by free memory.
+    func chooseServers(count: Int, excluding: [Int], group: Int? = nil) throws(RemoteMemError) -> [Int] {
         let now = MonotonicInstant.now
         if now >= statisticsTakenAt.adding(milliseconds: ClientLimits.serverStatMaxAgeMillis) || statistics.contains(where: { $0 == nil }) {
             for (i, connection) in connections.enumerated() {
@@ -101,7 +111,14 @@ extension RemoteVolume {
             throw .unreachable(server: connections.map(\.address.description).joined(separator: ","),
                                reason: "no healthy memory server is reachable to place group data")
         }
-        return candidates.prefix(count).map(\.index)
+        guard let group else { return candidates.prefix(count).map(\.index) }
+        let withRoom = candidates.filter { $0.freeGroups > 0 }.sorted {
+            connections[$0.index].serverID.lexicographicallyPrecedes(connections[$1.index].serverID)
+        }
+        let start = withRoom.isEmpty ? 0 : group % withRoom.count
+        let aligned = withRoom.indices.map { withRoom[(start + $0) % withRoom.count] }
+        let fallback = candidates.filter { $0.freeGroups == 0 }
+        return (aligned + fallback).prefix(count).map(\.index)
     }
 
     /// Writes `next` as the new table version on every server (compare-and-swap against each

@@ -90,10 +90,14 @@ public final class RemoteVolume: PageBacking, @unchecked Sendable {
     // MARK: - Create, open, close
 
     /// Creates the volume on every server of `connections` (a server that already has it is
-    /// fine; its size is checked at open).
-    public static func create(name: String, capacityBytes: UInt64, on connections: [ServerConnection]) throws(RemoteMemError) {
+    /// fine; its size is checked at open, and it keeps the de-duplication policy it was created
+    /// with). With `deduplicate` false the volume shares no frame with any other page
+    /// (`NO_DEDUP`; a server older than de-duplication closes the connection on that flag).
+    public static func create(name: String, capacityBytes: UInt64, on connections: [ServerConnection],
+                              deduplicate: Bool = true) throws(RemoteMemError) {
         try validate(name: name, capacityBytes: capacityBytes, serverCount: connections.count)
-        let payload = WireMessages.volumeCreate(name: name, sizeBytes: capacityBytes)
+        let payload = DedupMessages.volumeCreate(name: name, sizeBytes: capacityBytes,
+                                                 flags: deduplicate ? 0 : DedupMessages.volumeFlagNoDedup)
         for connection in connections {
             let reply = try connection.call(.volumeCreate, payload: payload)
             guard reply.status == .ok || reply.status == .exists else {
@@ -113,7 +117,7 @@ public final class RemoteVolume: PageBacking, @unchecked Sendable {
     /// Opens (and, with `create`, first creates) the volume on every server and takes its lease.
     /// Takes ownership of `connections`.
     public static func open(name: String, capacityBytes: UInt64, connections: [ServerConnection],
-                            create: Bool = true, replicas: Int = 1, pool: [TCPAddress]? = nil,
+                            create: Bool = true, replicas: Int = 1, pool: [TCPAddress]? = nil, deduplicate: Bool = true,
                             report: @escaping @Sendable (VolumeEvent) -> Void = { _ in }) throws(RemoteMemError) -> RemoteVolume {
         try validate(name: name, capacityBytes: capacityBytes, serverCount: connections.count)
         // `pool` names servers given but unreachable now (a restart during an outage) too.
@@ -123,7 +127,7 @@ public final class RemoteVolume: PageBacking, @unchecked Sendable {
         guard (1...min(4, servers)).contains(replicas) else {
             throw .invalidArgument("\(replicas) replicas need at least as many servers (\(servers) given; at most 4 replicas)")
         }
-        if create { try Self.create(name: name, capacityBytes: capacityBytes, on: connections) }
+        if create { try Self.create(name: name, capacityBytes: capacityBytes, on: connections, deduplicate: deduplicate) }
         let opened = try agreeOnEpoch(name: name, connections: connections)
         for (i, reply) in opened.replies.enumerated() where reply.sizeBytes != capacityBytes {
             throw .geometryMismatch("""

@@ -41,6 +41,63 @@ extension ControlClient {
         guard reply.header.statusValue == .ok else { throw refusal(reply.header, .volumeCreate, volume: name) }
     }
 
+    /// `VOLUME_CREATE` with a de-duplication policy: like `volumeCreate(_:sizeBytes:)`, but with
+    /// `deduplicate` false the volume shares no frame with any other page (`NO_DEDUP`). Throws
+    /// `unsupported` for a server that does not de-duplicate (it would close the connection).
+    public func volumeCreate(_ name: String, sizeBytes: UInt64, deduplicate: Bool) throws(ControlError) {
+        guard !deduplicate else { return try volumeCreate(name, sizeBytes: sizeBytes) }
+        try Self.checkName(name)
+        try Self.checkSize(sizeBytes)
+        try requireDedup("a volume without de-duplication")
+        let reply = try call(.volumeCreate, payload: DedupMessages.volumeCreate(name: name, sizeBytes: sizeBytes,
+                                                                                 flags: DedupMessages.volumeFlagNoDedup))
+        guard reply.header.statusValue == .ok else { throw refusal(reply.header, .volumeCreate, volume: name) }
+    }
+
+    /// `VOLUME_CLONE`: a new volume `name` with `template`'s size, group table and pages, sharing
+    /// every page until written (copying them if either volume does not de-duplicate).
+    /// `refused(.notFound)` without the template, `.exists` if the name is taken, `.full` if a
+    /// copy does not fit.
+    public func volumeClone(template: String, name: String, deduplicate: Bool = true) throws(ControlError) -> CloneResult {
+        try Self.checkName(template)
+        try Self.checkName(name)
+        guard template != name else { throw .invalidArgument("a volume cannot be cloned onto itself ('\(name)')") }
+        try requireDedup("clones")
+        let reply = try call(.volumeClone, payload: DedupMessages.volumeClone(
+            template: template, name: name, flags: deduplicate ? 0 : DedupMessages.volumeFlagNoDedup))
+        guard reply.header.statusValue == .ok else {
+            // NOT_FOUND is about the template; EXISTS and FULL about the new volume.
+            let subject = reply.header.statusValue == .notFound ? template : name
+            throw refusal(reply.header, .volumeClone, volume: subject)
+        }
+        return try parse(reply.payload, of: .volumeClone) { (payload) throws(FrameError) in try CloneResult(payload) }
+    }
+
+    /// `DEDUP_STAT`: the server's logical pages, stored frames, sharing and totals.
+    public func dedupStat() throws(ControlError) -> DedupStatistics {
+        try requireDedup("de-duplication numbers")
+        let reply = try call(.dedupStat)
+        guard reply.header.statusValue == .ok else { throw refusal(reply.header, .dedupStat, volume: nil) }
+        return try parse(reply.payload, of: .dedupStat) { (payload) throws(FrameError) in try DedupStatistics(payload) }
+    }
+
+    /// `VOLUME_DEDUP_STAT` of `name`: its policy, shared pages and fair share of memory.
+    public func volumeDedupStat(_ name: String) throws(ControlError) -> VolumeDedupStatistics {
+        try Self.checkName(name)
+        try requireDedup("de-duplication numbers")
+        let reply = try call(.volumeDedupStat, payload: Self.namePayload(name))
+        guard reply.header.statusValue == .ok else { throw refusal(reply.header, .volumeDedupStat, volume: name) }
+        return try parse(reply.payload, of: .volumeDedupStat) { (payload) throws(FrameError) in try VolumeDedupStatistics(payload) }
+    }
+
+    /// True if the server's HELLO said it de-duplicates (and knows the opcodes that go with it).
+    public var deduplicates: Bool { (hello?.flags ?? 0) & DedupMessages.helloFlagDedup != 0 }
+
+    /// Throws `unsupported` unless the server de-duplicates.
+    private func requireDedup(_ what: String) throws(ControlError) {
+        guard deduplicates else { throw .unsupported(server: server.description, what: what) }
+    }
+
     /// `VOLUME_DELETE` of `name` (its pages are freed, every lease ends); `refused(.notFound)`
     /// if the server has no such volume.
     public func volumeDelete(_ name: String) throws(ControlError) {

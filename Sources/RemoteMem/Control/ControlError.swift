@@ -25,12 +25,15 @@ public enum ControlError: Error, Equatable, Sendable, CustomStringConvertible {
     case refused(server: String, operation: Opcode, status: WireStatus, volume: String?)
     /// A caller error caught before anything was sent: a bad volume name or size.
     case invalidArgument(String)
+    /// The server does not offer `what` (an older memx-server, without de-duplication); nothing
+    /// was sent.
+    case unsupported(server: String, what: String)
 
     /// True if the server could not be talked to at all (as opposed to answering no).
     public var isUnreachable: Bool {
         switch self {
         case .connectionRefused, .timedOut, .unreachable, .connectionLost: true
-        case .unsupportedVersion, .protocolViolation, .authenticationFailed, .refused, .invalidArgument: false
+        case .unsupportedVersion, .protocolViolation, .authenticationFailed, .refused, .invalidArgument, .unsupported: false
         }
     }
 
@@ -78,6 +81,8 @@ public enum ControlError: Error, Equatable, Sendable, CustomStringConvertible {
             Self.describeRefusal(server: server, operation: operation, status: status, volume: volume)
         case .invalidArgument(let why):
             why
+        case .unsupported(let server, let what):
+            "\(server): this memx-server does not de-duplicate (an older version): \(what) need(s) a newer one"
         }
     }
 

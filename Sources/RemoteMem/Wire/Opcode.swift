@@ -5,6 +5,8 @@ public enum Opcode: UInt16, Sendable, CustomStringConvertible {
     case serverStat = 3
     case auth = 4
     case serverDrain = 5
+    /// The server's de-duplication numbers (docs/PROTOCOL.md, "De-duplication").
+    case dedupStat = 6
     case volumeCreate = 10
     case volumeOpen = 11
     case volumeClose = 12
@@ -14,9 +16,13 @@ public enum Opcode: UInt16, Sendable, CustomStringConvertible {
     case metadataPut = 16
     case hotPagesPut = 17
     case hotPagesGet = 18
+    /// A new volume sharing every page of a template until written.
+    case volumeClone = 19
     case read = 20
     case write = 21
     case trim = 22
+    /// One volume's sharing: its policy, shared pages and fair share of memory.
+    case volumeDedupStat = 23
 
     public var description: String {
         switch self {
@@ -25,6 +31,7 @@ public enum Opcode: UInt16, Sendable, CustomStringConvertible {
         case .serverStat: "SERVER_STAT"
         case .auth: "AUTH"
         case .serverDrain: "SERVER_DRAIN"
+        case .dedupStat: "DEDUP_STAT"
         case .volumeCreate: "VOLUME_CREATE"
         case .volumeOpen: "VOLUME_OPEN"
         case .volumeClose: "VOLUME_CLOSE"
@@ -34,9 +41,11 @@ public enum Opcode: UInt16, Sendable, CustomStringConvertible {
         case .metadataPut: "METADATA_PUT"
         case .hotPagesPut: "HOT_PAGES_PUT"
         case .hotPagesGet: "HOT_PAGES_GET"
+        case .volumeClone: "VOLUME_CLONE"
         case .read: "READ"
         case .write: "WRITE"
         case .trim: "TRIM"
+        case .volumeDedupStat: "VOLUME_DEDUP_STAT"
         }
     }
 }
