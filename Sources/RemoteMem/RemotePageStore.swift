@@ -39,8 +39,9 @@ public final class RemotePageStore: AsyncReadablePageStore, @unchecked Sendable 
         public init(cacheBytes: UInt64 = 64 << 20, writeThrough: Bool = false,
                     connection: ServerConnection.Options = ServerConnection.Options(),
                     flushIntervalMillis: Int = PageCacheLimits.flushIntervalMillisDefault,
-                    cacheDirectory: String? = nil, replicas: Int? = nil,
+                    cacheDirectory: String? = nil, replicas: Int? = nil, deduplicate: Bool = true,
                     report: @escaping @Sendable (VolumeEvent) -> Void = { _ in }) {
+            self.deduplicate = deduplicate
             self.cacheBytes = cacheBytes
             self.writeThrough = writeThrough
             self.connection = connection

@@ -102,6 +102,13 @@ struct MemxVhostCommand: ParsableCommand {
         """)
     var hotPageHandoff = true
 
+    @Flag(help: """
+        With memory servers: create the volume with de-duplication off (its pages never share \
+        frames with other volumes' identical pages). Only when the volume is created; an existing \
+        volume keeps its policy (memxctl stat shows it).
+        """)
+    var noDedup = false
+
     @Option(help: ArgumentHelp("Serial number the guest reads (at most 20 bytes); default: the volume name.",
                                valueName: "id"))
     var serial: String?
@@ -157,6 +164,9 @@ struct MemxVhostCommand: ParsableCommand {
         if addresses.isEmpty && (cache != nil || writeThrough || writeBack) {
             throw ValidationError("--cache, --write-through and --write-back need at least one --server")
         }
+        if addresses.isEmpty && noDedup {
+            throw ValidationError("--no-dedup needs at least one --server (the embedded pool does not de-duplicate)")
+        }
         if addresses.isEmpty && standby {
             throw ValidationError("--standby needs at least one --server (the embedded pool cannot move to another host)")
         }
@@ -196,7 +206,7 @@ struct MemxVhostCommand: ParsableCommand {
         if let why = device.validationError() { throw ValidationError("--\(Self.flag(for: why)) \(why)") }
         return Settings(socketPath: socket, volume: volumeName, poolDirectory: poolDirectory, device: device,
                         servers: addresses, clusterKey: clusterKey, replicas: replicaCount,
-                        cacheBytes: cacheBytes, writeThrough: writeThrough, standby: standby, hotPageHandoff: hotPageHandoff, metricsListen: metricsAddress,
+                        cacheBytes: cacheBytes, writeThrough: writeThrough, standby: standby, hotPageHandoff: hotPageHandoff, deduplicate: !noDedup, metricsListen: metricsAddress,
                         pollMicroseconds: pollUs, logLevel: level)
     }
 
@@ -237,6 +247,8 @@ struct Settings {
     var standby: Bool
     /// Leave and use the cache's hot-page list at a migration (`--[no-]hot-page-handoff`).
     var hotPageHandoff: Bool
+    /// Create the volume with de-duplication on (`--no-dedup`: off).
+    var deduplicate: Bool
     /// Where to serve Prometheus metrics; nil: nowhere.
     var metricsListen: TCPAddress?
     var pollMicroseconds: Int

@@ -44,6 +44,7 @@ enum Wiring {
                     options: .init(cacheBytes: settings.cacheBytes, writeThrough: settings.writeThrough,
                                    connection: ServerConnection.Options(clusterKey: settings.clusterKey),
                                    cacheDirectory: settings.poolDirectory, replicas: settings.replicas,
+                                   deduplicate: settings.deduplicate,
                                    report: { [logger] event in
                                        switch event.kind {
                                        case .problem: logger.warning("\(event.message)")

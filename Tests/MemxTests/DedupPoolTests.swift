@@ -160,6 +160,12 @@ struct DedupPoolTests {
         let statJSON = try #require(try JSONSerialization.jsonObject(with: Data(try MemxctlProcess.run(flags + ["--json", "stat", "copy"]).stdout.utf8))
                                     as? [String: Any])
         #expect(statJSON["dedup"] as? Bool == false)
+        // memx-vhost --no-dedup creates its volume with the same policy.
+        let privateVM = try Backend("dedup-private", size: "16M", volume: "private", extra: servers + ["--no-dedup"])
+        #expect(try privateVM.process!.stop() == 0)
+        let privateJSON = try #require(try JSONSerialization.jsonObject(
+            with: Data(try MemxctlProcess.run(flags + ["--json", "stat", "private"]).stdout.utf8)) as? [String: Any])
+        #expect(privateJSON["dedup"] as? Bool == false)
 
         let dedup = try MemxctlProcess.run(flags + ["dedup"])
         #expect(dedup.status == 0 && dedup.stdout.contains("SAVED%") && dedup.stdout.contains("pool"), "\(dedup.stdout)")
