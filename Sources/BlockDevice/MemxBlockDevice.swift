@@ -112,13 +112,9 @@ public final class MemxBlockDevice: VhostUserDevice {
 
     public func migrationLoggingChanged(_ on: Bool) {
         guard let leased else { return }
-        do {
-            try leased.migrationLogging(on)
-            logger.notice(on ? "migration started: writes go through to the memory servers until the switchover"
-                             : "migration ended without a switchover: write-back again")
-        } catch {
-            logger.error("migration \(on ? "start" : "end"): writing back the cache failed: \(error)")
-        }
+        leased.migrationLogging(on)
+        logger.notice(on ? "migration started: writes go through to the memory servers until the switchover"
+                         : "migration ended without a switchover: write-back again")
     }
 
     static func millis(since start: ContinuousClock.Instant) -> Int64 {

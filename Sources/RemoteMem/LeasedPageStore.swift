@@ -166,9 +166,9 @@ public final class LeasedPageStore: @unchecked Sendable {
     }
 
     /// Migration started or ended (QEMU's dirty logging): while it runs, writes go through to
-    /// the servers, so the switchover has little to write back.
-    public func migrationLogging(_ on: Bool) throws(RemoteMemError) {
-        try serving?.cache.setMigrating(on)
+    /// the servers and the flusher empties the cache, so the switchover has little to write back.
+    public func migrationLogging(_ on: Bool) {
+        serving?.cache.setMigrating(on)
     }
 
     /// Closes the store if active (a clean stop of memx-vhost).

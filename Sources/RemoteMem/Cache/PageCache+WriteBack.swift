@@ -93,16 +93,18 @@ extension PageCache {
         }
     }
 
+    /// Turns migration write-through on (every later write reaches the servers before it
+    /// completes, and the flusher writes back what is dirty now without pausing), or off again.
+    /// Does not wait: QEMU's main loop waits for the message that turns logging on, and the
+    /// switchover writes back whatever is left anyway.
+    public func setMigrating(_ on: Bool) {
+        migrating.store(on, ordering: .relaxed)
+        if on { lock.withLock { flusherWake.signal() } }
+    }
+
     /// FLUSH: returns once every write that completed before the call is acknowledged by the
     /// backing. Writes back what is dirty itself (so a failure is this caller's error) and waits
     /// for write-backs other threads have in flight.
-    /// Turns migration write-through on (every later write reaches the servers before it
-    /// completes) and writes back what is dirty now; or turns it off again.
-    public func setMigrating(_ on: Bool) throws(RemoteMemError) {
-        migrating.store(on, ordering: .relaxed)
-        if on { try flush() }
-    }
-
     public func flush() throws(RemoteMemError) {
         let target = lock.withLock { sequence }
         try writeBack(through: target) { visit in
@@ -169,7 +171,7 @@ extension PageCache {
                 flusherWake.wait(lock)
                 continue
             }
-            if dirtyCount * 100 <= frameCount * PageCacheLimits.dirtyHighWaterPercent {
+            if dirtyCount * 100 <= frameCount * PageCacheLimits.dirtyHighWaterPercent && !migrating.load(ordering: .relaxed) {
                 flusherWake.wait(lock, until: MonotonicInstant.now.adding(milliseconds: options.flushIntervalMillis))
                 if stopping { break }
             }
