@@ -4,7 +4,7 @@
 #
 # Usage (kernel command line):
 #   memx.test=NAME      scenario to run: /memx/test-NAME.sh (integrity, multiqueue, records,
-#                       fio); NAME1,NAME2,... runs several in turn in one boot
+#                       fio, migrate); NAME1,NAME2,... runs several in turn in one boot
 #   memx.arg=X          optional scenario argument (exported as MEMX_ARG); with several
 #                       scenarios, X1,X2,... gives the i-th one the i-th field (may be empty)
 #   memx.serial=S       optional expected virtio-blk serial (exported as MEMX_SERIAL)
