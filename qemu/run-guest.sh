@@ -6,7 +6,7 @@
 #            [--reconnect SEC] [--tools] [--no-build] [-- EXTRA-QEMU-ARGS...]
 #
 #   --socket PATH     vhost-user-blk backend socket (the backend listens, QEMU connects)
-#   --test NAME       guest scenario: integrity | multiqueue | records | fio;
+#   --test NAME       guest scenario: integrity | multiqueue | records | fio | migrate;
 #                     NAME1,NAME2 runs several in one boot (the result names the list)
 #   --arg X           scenario argument (kernel cmdline memx.arg=X); X1,X2 with several
 #   --serial S        expected virtio-blk serial (memx.serial=S; checked by "integrity")
@@ -20,6 +20,12 @@
 #                     read-only virtio-blk disk with serial memx-tools, after the MemX
 #                     disk; the guest mounts it on /tools (needed by the fio scenario)
 #   --no-build        do not run build-guest.sh first
+#   --incoming URI    live-migration destination: start QEMU with -incoming URI (e.g.
+#                     unix:/tmp/mig.sock); it connects to the backend and answers
+#                     GET_CONFIG but does not boot: it waits for the migration stream,
+#                     then the guest runs on (its console goes to this --log)
+#   --qmp PATH        QMP monitor on a unix socket (-qmp unix:PATH,server=on,wait=off),
+#                     e.g. to run "migrate", "query-migrate", "cont" or "quit"
 #   -- ARGS...        extra QEMU arguments, e.g. -- -trace 'vhost_user_*' -D /tmp/qemu-trace.log
 #
 # The console goes to the log file and to stdout. Exit status: 0 iff the log
@@ -38,6 +44,7 @@ die() { echo "run-guest: error: $*" >&2; exit 2; }
 
 SOCKET="" TEST="" ARG="" SERIAL="" SMP=1 QUEUES="" MEM=256M LOG="" TIMEOUT=300 RECONNECT="" BUILD=1 TOOLS=0
 EXTRA=()
+INCOMING="" QMP=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --socket) SOCKET="${2:?}"; shift 2 ;;
@@ -52,6 +59,8 @@ while [[ $# -gt 0 ]]; do
         --reconnect) RECONNECT="${2:?}"; shift 2 ;;
         --tools) TOOLS=1; shift ;;
         --no-build) BUILD=0; shift ;;
+        --incoming) INCOMING="${2:?}"; shift 2 ;;
+        --qmp) QMP="${2:?}"; shift 2 ;;
         --) shift; EXTRA=("$@"); break ;;
         -h|--help) usage ;;
         *) echo "run-guest: unknown argument: $1" >&2; usage ;;
@@ -90,6 +99,10 @@ APPEND="console=ttyS0 quiet panic=-1 memx.test=${TEST}"
 [[ "${TOOLS}" -eq 1 ]] && APPEND+=" memx.tools=${TOOLS_SERIAL}"
 CHARDEV="socket,id=vu0,path=${SOCKET}"
 [[ -n "${RECONNECT}" ]] && CHARDEV+=",reconnect=${RECONNECT}"
+# Migration: both QEMUs get the same machine and device options (only the backend
+# socket differs), so these go in front of the extra arguments.
+[[ -n "${QMP}" ]] && EXTRA=(-qmp "unix:${QMP},server=on,wait=off" "${EXTRA[@]}")
+[[ -n "${INCOMING}" ]] && EXTRA=(-incoming "${INCOMING}" "${EXTRA[@]}")
 
 # shellcheck disable=SC2054  # commas belong to QEMU option values
 CMD=("${QEMU}"
