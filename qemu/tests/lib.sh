@@ -60,6 +60,8 @@ QSD_IMAGE="/dev/shm/memx-qsd-${VOLUME}.img"
 BACKEND_PID=""
 BACKEND_ARGS=()
 EXTRA_BACKEND_ARGS=()   # drivers may add memx-vhost flags (memx-remote)
+QSD_FILE_OPTIONS=""     # drivers may add qsd file-driver options, e.g. ",locking=off"
+EXTRA_LOGS=()           # drivers may add logs to show (last 20 lines each) on failure
 GUEST_PID=""
 SHOW_PID=""
 T0=${SECONDS}
@@ -78,12 +80,21 @@ _tail_logs() {
         tail -n 25 "${GUEST_LOG}" | tr -d '\r'
         shown=1
     fi
+    local log
+    for log in "${EXTRA_LOGS[@]}"; do
+        [[ -s "${log}" ]] || continue
+        echo "--- ${log##*/}, last 20 lines:"
+        tail -n 20 "${log}" | tr -d '\r'
+        shown=1
+    done
     if [[ "${shown}" -eq 1 ]]; then echo "---"; fi
 }
 
 # Stop everything we started (idempotent): the guest (run-guest.sh kills its
 # QEMU on SIGTERM), the console follower and the backend.
 _stop_all() {
+    # A driver that starts more processes (more guests or backends) defines stop_extras.
+    if declare -F stop_extras >/dev/null; then stop_extras; fi
     if [[ -n "${GUEST_PID}" ]]; then
         kill -TERM "${GUEST_PID}" 2>/dev/null || true
         wait "${GUEST_PID}" 2>/dev/null || true
@@ -156,7 +167,7 @@ start_backend() {
             command -v qemu-storage-daemon >/dev/null || fail "qemu-storage-daemon not found (apt-get install qemu-utils)"
             [[ -f "${QSD_IMAGE}" ]] || truncate -s "${DISK_SIZE}" "${QSD_IMAGE}"
             BACKEND_ARGS=(qemu-storage-daemon
-                --blockdev "driver=file,node-name=f,filename=${QSD_IMAGE}"
+                --blockdev "driver=file,node-name=f,filename=${QSD_IMAGE}${QSD_FILE_OPTIONS}"
                 --export "type=vhost-user-blk,id=e,node-name=f,addr.type=unix,addr.path=${SOCK},writable=on,num-queues=${queues}")
             ;;
         memx | memx-remote)
@@ -287,4 +298,41 @@ check_guest_log() {
     grep -aqE "MEMX-RESULT PASS $1([[:space:]]|$)" "${GUEST_LOG}" \
         || fail "guest: $(grep -a -o 'MEMX-RESULT FAIL.*' "${GUEST_LOG}" | tr -d '\r' | head -n 1 || echo 'no MEMX-RESULT line')"
     return 0
+}
+
+# qmp SOCKET JSON... — send QMP commands to the QEMU monitor on the unix socket SOCKET
+# (qmp_capabilities first) and print each reply, one line each ({"return": ...} or
+# {"error": ...}); asynchronous events are skipped. Returns 1 if the socket cannot be
+# reached, any reply is an error, or no reply comes within 10 s. Written in perl because
+# perl-base is essential on Debian: no socat or python needed.
+qmp() {
+    perl -e '
+        use strict; use warnings; use IO::Socket::UNIX; use Socket;
+        my $path = shift @ARGV;
+        $SIG{ALRM} = sub { print STDERR "qmp: no reply from $path within 10 s\n"; exit 1 };
+        alarm 10;
+        my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM, Peer => $path)
+            or do { print STDERR "qmp: cannot connect to $path: $!\n"; exit 1 };
+        $s->autoflush(1);
+        my $line = <$s>;
+        (defined $line && $line =~ /"QMP"/) or do { print STDERR "qmp: no greeting on $path\n"; exit 1 };
+        my $rc = 0;
+        my $first = 1;
+        for my $cmd (q({"execute": "qmp_capabilities"}), @ARGV) {
+            print $s "$cmd\n";
+            while (defined($line = <$s>)) { last if $line =~ /^\s*\{\s*"(return|error)"/; }
+            defined $line or do { print STDERR "qmp: $path closed before replying to $cmd\n"; exit 1 };
+            $line =~ s/\r?\n$//;
+            $rc = 1 if $line =~ /^\s*\{\s*"error"/;
+            print "$line\n" unless $first;
+            $first = 0;
+        }
+        exit $rc;
+    ' "$@"
+}
+
+# qmp_field KEY — the first scalar value of "KEY" in the JSON text on stdin (quotes
+# stripped; empty if absent), e.g. qmp "${QMP}" '{"execute": "query-status"}' | qmp_field status
+qmp_field() {
+    { grep -o "\"$1\": *\"\{0,1\}[^\",}]*" || true; } | head -n 1 | sed 's/^[^:]*: *"\{0,1\}//'
 }
