@@ -3,7 +3,8 @@
 # vhost-user-blk backends that serve the same disk.
 #
 # Usage: MEMX_BACKEND=qsd|memx-remote qemu/tests/guest-migration.sh [RECORDS]
-#   RECORDS  4 KiB records the guest writes (default ${MEMX_MIGRATION_RECORDS:-1500})
+#   RECORDS  4 KiB records the guest writes (default ${MEMX_MIGRATION_RECORDS:-2500}: the guest
+#            must still be writing when the last migration starts)
 #
 # Two backends serve one disk:
 #   qsd          two qemu-storage-daemon processes export the SAME raw file in /dev/shm
@@ -23,9 +24,11 @@
 #   b. At progress >= 100: migrate A -> B, poll query-migrate until completed; record
 #      total-time and downtime; the guest must go on on B.
 #   c. Fenced source (memx-remote only): "cont" on QEMU-A (postmigrate): its VM resumes
-#      and its rings restart on backend A, which must refuse to serve (its log says
-#      so) while the guest on B goes on; then "quit" QEMU-A. qsd has no fencing (two qsd
-#      processes on one file would both write it), so this step is skipped with qsd.
+#      and its rings restart on backend A, which must refuse to serve: its log says
+#      "... another backend opened it since ... refusing to serve it", and the guest copy
+#      on A fails with an I/O error, while the guest on B goes on; then "quit" QEMU-A.
+#      qsd has no fencing (two qsd processes on one file would both write it), so this
+#      step is skipped with qsd.
 #   d. Cancel: QEMU-C -incoming on backend A (a new connection to it); max-bandwidth
 #      low on B, migrate B -> C, migrate_cancel after ~1 s: query-migrate must say
 #      cancelled and the guest goes on on B; quit QEMU-C.
@@ -43,14 +46,13 @@
 # median read-back on the source before the migration).
 #
 # Environment (besides qemu/tests/lib.sh's):
-#   MEMX_MIGRATION_RECORDS   records (default 1500; bench mode 600)
+#   MEMX_MIGRATION_RECORDS   records (default 2500; bench mode 600)
 #   MEMX_MIGRATION_MODE      full (default) | bench
 #   MEMX_MIGRATION_FAST_BW   max-bandwidth in bytes/s for the measured migrations b and f
 #                            (default 4 GiB/s, i.e. not the throttle: QEMU's own default
 #                            is 32 MiB/s)
 #   MEMX_MIGRATION_SLOW_BW   max-bandwidth for the cancelled and killed ones (default 4 MiB/s)
 #   MEMX_ARGS                extra memx-vhost flags for both backends (memx-remote)
-#   MEMX_FENCE_PATTERN       what backend A's log must say in step c (an ERE)
 # Final line: "PASS guest-migration" or "FAIL guest-migration: <reason>".
 set -euo pipefail
 NAME=guest-migration
@@ -59,7 +61,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 MODE="${MEMX_MIGRATION_MODE:-full}"
 case "${MODE}" in
-    full) DEFAULT_RECORDS=1500 ;;
+    full) DEFAULT_RECORDS=2500 ;;
     bench) DEFAULT_RECORDS=600 ;;
     *) fail "MEMX_MIGRATION_MODE must be full or bench, got '${MODE}'" ;;
 esac
@@ -69,7 +71,9 @@ RECORDS=$(((RECORDS + 24) / 25 * 25))       # the scenario rounds up to whole re
 MIGRATE_AT=100
 FAST_BW="${MEMX_MIGRATION_FAST_BW:-4294967296}"
 SLOW_BW="${MEMX_MIGRATION_SLOW_BW:-4194304}"
-FENCE_PATTERN="${MEMX_FENCE_PATTERN:-fenced|another backend}"
+# What memx-vhost logs (a warning) when QEMU restarts the rings on a backend that handed the
+# volume off and another backend opened it since (LeasedPageStore.activate).
+FENCE_PATTERN="volume '${VOLUME}' here after handing it off, but another backend opened it since .*refusing to serve it"
 read -r -a USER_ARGS <<<"${MEMX_ARGS:-}"
 (( RECORDS >= MIGRATE_AT + 300 )) || fail "RECORDS=${RECORDS} too small (need >= $((MIGRATE_AT + 300)))"
 
@@ -347,6 +351,14 @@ if [[ "${MODE}" == full ]]; then
         done
         [[ -n "${fenced}" ]] || fail "step c: backend A's log has no /${FENCE_PATTERN}/ within 15 s of cont on QEMU-A"
         note "step c: backend A: ${fenced}"
+        # The guest copy on A writes a record next: it must fail, not land on the disk.
+        for ((i = 0; i < 150; i++)); do
+            grep -aq 'MEMX-RESULT FAIL' "${WORK}/guest-A.log" && break
+            sleep 0.1
+        done
+        grep -aq 'MEMX-RESULT FAIL' "${WORK}/guest-A.log" \
+            || fail "step c: the guest copy on the fenced QEMU-A did not fail within 15 s"
+        note "step c: the guest copy on QEMU-A: $(grep -a -o 'MEMX-RESULT FAIL.*' "${WORK}/guest-A.log" | tr -d '\r' | head -n 1)"
         guest_goes_on B
     else
         note "step c: skipped: qsd has no fencing (both qsd processes would write the file)"
