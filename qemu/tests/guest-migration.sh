@@ -81,7 +81,8 @@ case "${BACKEND}" in
     qsd) QSD_FILE_OPTIONS=",locking=off" ;;   # two qsd processes open one file
     memx-remote)
         [[ -x "${MEMX_VHOST}" ]] || fail "memx-vhost binary not found at ${MEMX_VHOST}"
-        "${MEMX_VHOST}" --help 2>&1 | grep -q -- '--standby' \
+        help="$("${MEMX_VHOST}" --help 2>&1 || true)"   # not piped into grep -q: SIGPIPE + pipefail
+        [[ "${help}" == *--standby* ]] \
             || fail "${MEMX_VHOST} has no --standby flag (needed for the destination backend); use MEMX_BACKEND=qsd"
         ;;
     *) fail "MEMX_BACKEND=${BACKEND}: migration needs two backends on one disk: use qsd or memx-remote" ;;
