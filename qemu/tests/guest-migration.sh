@@ -58,6 +58,9 @@ set -euo pipefail
 NAME=guest-migration
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# A command that set -e would end the run on gets a FAIL line instead of a silent exit.
+set -E
+trap 'rc=$?; [[ "${BASHPID}" != "$$" ]] || fail "unexpected status ${rc} at line ${LINENO}: ${BASH_COMMAND}"' ERR
 
 MODE="${MEMX_MIGRATION_MODE:-full}"
 case "${MODE}" in
@@ -170,7 +173,8 @@ qemu_start() {
         kill -0 "${RG_PID[${label}]}" 2>/dev/null \
             || fail "QEMU-${label} exited at start: $(tail -n 3 "${WORK}/run-guest-${label}.out" | tr '\n' ' ')"
         if [[ -S "${WORK}/qmp-${label}.sock" ]]; then
-            status="$(qmp "${WORK}/qmp-${label}.sock" '{"execute": "query-status"}' 2>/dev/null | qmp_field status)"
+            status="$(qmp "${WORK}/qmp-${label}.sock" '{"execute": "query-status"}' 2>/dev/null | qmp_field status)" \
+                || status=""
             [[ "${status}" == "${want}" ]] && break
         fi
         sleep 0.1
@@ -364,7 +368,11 @@ if [[ "${MODE}" == full ]]; then
     else
         note "step c: skipped: qsd has no fencing (both qsd processes would write the file)"
     fi
-    qemu_quit A
+fi
+# A backend serves one QEMU at a time: the next destination on backend A waits for this.
+qemu_quit A
+
+if [[ "${MODE}" == full ]]; then
 
     note "step d: QEMU-C waits on backend A; migrate B -> C at ${SLOW_BW} B/s, cancel after 1 s"
     qemu_start C "${SOCK_A}" --incoming
