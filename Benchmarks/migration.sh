@@ -8,7 +8,8 @@
 # locking=off; memx: two memx-vhost on the same 2 memx-servers, B with --standby), the guest
 # runs the "migrate" scenario (an O_DIRECT write + flush per 4 KiB record, and a timed O_DIRECT
 # read-back of the last 25 records every 25), QEMU-A boots on A and at guest progress 100 it is
-# migrated to QEMU-B on B, then straight back to QEMU-E on A. query-migrate's total-time and
+# migrated to QEMU-B on B, then straight back to QEMU-E on A, where it must finish
+# with every record verified (a run that does not counts as failed). query-migrate's total-time and
 # downtime are taken from the source's QMP; the read-back is the first MEMX-READLAT the guest
 # prints on the destination after a MEMX-PROGRESS line there (so it started after the
 # switchover). Both migrations run at max-bandwidth 4 GiB/s (not QEMU's 32 MiB/s default), so
@@ -22,7 +23,8 @@
 #   MEMX_ARGS=           extra memx-vhost flags for both memx-vhost processes (e.g. to compare a
 #                        handoff option with and without: run twice, once with MEMX_ARGS set)
 #   MEMX_CACHE=4M        memx-vhost --cache (lib.sh's default for memx-remote)
-#   RECORDS=600          records the guest writes per run (it must outlast both migrations)
+#   RECORDS=1000         records the guest writes per run (it must outlast both migrations; the
+#                        guest then finishes on A and verifies every record, or the run fails)
 #   MEMX_VHOST, MEMX_SERVER  binaries to use; unset: build both in release mode (SwiftPM)
 #   SKIP_BUILD=0         1 = use the release binaries already built
 #   MEMX_GUEST_DIR       guest build directory (default /var/tmp/memx-guest)
@@ -32,7 +34,7 @@ set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
 ONLY=${ONLY:-both}
-RECORDS=${RECORDS:-600}
+RECORDS=${RECORDS:-1000}
 SKIP_BUILD=${SKIP_BUILD:-0}
 OUT=${OUT:-}
 KEEP_TMP=${KEEP_TMP:-0}
