@@ -104,7 +104,7 @@ for round in $(seq "$ROUNDS"); do
             note "  $(grep -o 'summary.*' "$log" || true)"
         else
             failures=$((failures + 1))
-            tail -n 25 "$log" >&2
+            grep -v -E "MEMX-(PROGRESS|READLAT)" "$log" | tail -n 25 >&2
             note "round $round: $side FAILED (log above; KEEP_TMP=1 keeps it)"
         fi
     done
