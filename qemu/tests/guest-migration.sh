@@ -54,6 +54,13 @@
 #                            is 32 MiB/s)
 #   MEMX_MIGRATION_SLOW_BW   max-bandwidth for the cancelled and killed ones (default 4 MiB/s)
 #   MEMX_ARGS                extra memx-vhost flags for both backends (memx-remote)
+#   MEMX_QEMU_ARGS           extra QEMU arguments for every QEMU (after run-guest.sh's --),
+#                            e.g. "-trace vhost_user_* -D /tmp/trace.log" or "-cpu qemu64"
+#   MEMX_MIGRATION_RAMCHECK=1  start destinations with -S; after each measured migration
+#                            compare the guest RAM of the stopped source and the paused
+#                            destination (their memfds, via /proc/PID/fd) page by page,
+#                            then cont: a page that differs is one the source backend wrote
+#                            without logging it (or after GET_VRING_BASE). Costs ~1 s each.
 # Final line: "PASS guest-migration" or "FAIL guest-migration: <reason>".
 set -euo pipefail
 NAME=guest-migration
@@ -79,6 +86,8 @@ SLOW_BW="${MEMX_MIGRATION_SLOW_BW:-4194304}"
 # volume off and another backend opened it since (LeasedPageStore.activate).
 FENCE_PATTERN="volume '${VOLUME}' here after handing it off, but another backend opened it since .*refusing to serve it"
 read -r -a USER_ARGS <<<"${MEMX_ARGS:-}"
+RAMCHECK="${MEMX_MIGRATION_RAMCHECK:-0}"
+read -r -a QEMU_EXTRA <<<"${MEMX_QEMU_ARGS:-}"
 (( RECORDS >= MIGRATE_AT + 300 )) || fail "RECORDS=${RECORDS} too small (need >= $((MIGRATE_AT + 300)))"
 
 case "${BACKEND}" in
@@ -152,15 +161,16 @@ stop_backend_b() {
 # it waits for a migration on unix:WORK/mig-LABEL.sock. Returns when QMP answers
 # (running, or inmigrate for a destination).
 qemu_start() {
-    local label="$1" socket="$2" incoming="${3:-}" args want
+    local label="$1" socket="$2" incoming="${3:-}" args want extra=("${QEMU_EXTRA[@]}")
     args=(--socket "${socket}" --log "${WORK}/guest-${label}.log" --qmp "${WORK}/qmp-${label}.sock"
         --no-build --timeout "${GUEST_TIMEOUT}" --test migrate --arg "${RECORDS}" --smp 1 --queues 1)
     want=running
     if [[ -n "${incoming}" ]]; then
         args+=(--incoming "unix:${WORK}/mig-${label}.sock")
         want=inmigrate
+        [[ "${RAMCHECK}" == 1 ]] && extra+=(-S)
     fi
-    "${QEMU_DIR}/run-guest.sh" "${args[@]}" -- -pidfile "${WORK}/qemu-${label}.pid" \
+    "${QEMU_DIR}/run-guest.sh" "${args[@]}" -- -pidfile "${WORK}/qemu-${label}.pid" "${extra[@]}" \
         </dev/null >"${WORK}/run-guest-${label}.out" 2>&1 &
     RG_PID[${label}]=$!
     local pattern='memx|MEMX-(PROGRESS|RESULT|IOERR)|run-guest: (PASS|FAIL)'
@@ -305,6 +315,63 @@ wait_readlat() {
     fail "no MEMX-READLAT on QEMU-$1 within 20 s"
 }
 
+# ram_file LABEL — /proc/PID/fd/N of QEMU-LABEL's guest RAM (the memfd of the RAM's size).
+ram_file() {
+    local pid f size
+    pid="$(cat "${WORK}/qemu-$1.pid")"
+    size="$(numfmt --from=iec "${MEMX_GUEST_MEM:-256M}")"
+    for f in /proc/"${pid}"/fd/*; do
+        [[ "$(readlink "${f}" 2>/dev/null)" == /memfd:* ]] || continue
+        [[ "$(stat -L -c %s "${f}" 2>/dev/null)" == "${size}" ]] && { echo "${f}"; return 0; }
+    done
+    return 1
+}
+
+# ram_check FROM TO STEP — with the destination paused (-S), compare both QEMUs' guest RAM
+# page by page; note the differing pages (guest-physical addresses) and fail if any.
+ram_check() {
+    local from="$1" to="$2" step="$3" i a b diff
+    for ((i = 0; i < 100; i++)); do
+        [[ "$(qemu_status "${to}")" == paused ]] && break
+        sleep 0.1
+    done
+    [[ "$(qemu_status "${to}")" == paused ]] || fail "QEMU-${to} (-S) is '$(qemu_status "${to}")' after the migration, not paused"
+    a="$(ram_file "${from}")" || fail "no guest RAM memfd in QEMU-${from}"
+    b="$(ram_file "${to}")" || fail "no guest RAM memfd in QEMU-${to}"
+    diff="$({ cmp -l "${a}" "${b}" 2>/dev/null || true; } | awk '
+        { p = int(($1 - 1) / 4096); if (!(p in s)) { s[p] = 1; n++; if (n <= 40) l = l sprintf(" 0x%x", p * 4096) } }
+        END { printf "%d", n; if (n) printf " page(s) differ:%s", l }')"
+    if [[ "${diff}" != 0 && -n "${MEMX_KEEP:-}" ]]; then
+        cp "${a}" "${WORK}/ram-${from}.bin" || true
+        cp "${b}" "${WORK}/ram-${to}.bin" || true
+    fi
+    q "${to}" '{"execute": "cont"}'
+    if [[ "${diff}" != 0 ]]; then
+        fail "step ${step}: guest RAM of QEMU-${to} after the migration differs from QEMU-${from}'s: ${diff}"
+    fi
+    note "step ${step}: guest RAM of QEMU-${from} and QEMU-${to} identical at the switchover"
+}
+
+# vq_check FROM STEP — on the stopped source, queue 0's last-avail-idx (what the backend
+# answered to GET_VRING_BASE, which the destination's SET_VRING_BASE gets) must equal used-idx
+# (read from guest RAM): the backend drained, so every request it took is completed. A smaller
+# last-avail-idx makes the destination run completed requests again (their buffers may be
+# reused by then); a larger one loses requests. Skipped if this QEMU lacks the x- commands.
+vq_check() {
+    local from="$1" step="$2" sock="${WORK}/qmp-$1.sock" path reply last used avail
+    path="$(qmp "${sock}" '{"execute": "x-query-virtio"}' 2>/dev/null \
+        | grep -o '"path": "[^"]*"' | head -n 1 | sed 's/^"path": "//; s/"$//')" || path=""
+    [[ -n "${path}" ]] || { note "step ${step}: x-query-virtio unavailable; ring indices not checked"; return 0; }
+    reply="$(qmp "${sock}" "{\"execute\": \"x-query-virtio-queue-status\", \"arguments\": {\"path\": \"${path}\", \"queue\": 0}}" 2>&1)" \
+        || fail "x-query-virtio-queue-status on QEMU-${from}: ${reply}"
+    last="$(qmp_field last-avail-idx <<<"${reply}")"
+    used="$(qmp_field used-idx <<<"${reply}")"
+    avail="$(qmp_field shadow-avail-idx <<<"${reply}")"
+    note "step ${step}: QEMU-${from} stopped with last-avail-idx ${last}, used-idx ${used}, avail-idx ${avail:-?}"
+    [[ "${last}" == "${used}" ]] \
+        || fail "step ${step}: the source backend answered GET_VRING_BASE with ${last} but the used ring is at ${used}: the destination starts from a wrong index (${reply})"
+}
+
 # measured_migration FROM TO STEP — migrate at full bandwidth, check it completed and the
 # guest goes on on TO; records the numbers as STEP.
 declare -A TOTAL_MS=() DOWN_MS=() READLAT=() BASE_READLAT=()
@@ -323,6 +390,8 @@ measured_migration() {
     [[ "$(qemu_status "${from}")" == postmigrate ]] || fail "QEMU-${from} is '$(qemu_status "${from}")', not postmigrate"
     GUEST_LOG="${WORK}/guest-${to}.log"
     note "step ${step}: migration ${from} -> ${to} completed: total ${MIG_TOTAL} ms, downtime ${MIG_DOWNTIME} ms"
+    vq_check "${from}" "${step}"
+    [[ "${RAMCHECK}" != 1 ]] || ram_check "${from}" "${to}" "${step}"
     guest_goes_on "${to}" "$(progress "${from}")"
     wait_readlat "${to}"
     READLAT[${step}]="$(first_readlat "${to}")"
