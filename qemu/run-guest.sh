@@ -3,7 +3,8 @@
 #
 # Usage: qemu/run-guest.sh --socket PATH --test NAME [--arg X] [--serial S]
 #            [--smp N] [--queues N] [--mem 256M] [--log FILE] [--timeout SEC]
-#            [--reconnect SEC] [--tools] [--no-build] [-- EXTRA-QEMU-ARGS...]
+#            [--reconnect SEC] [--tools] [--no-build] [--incoming URI] [--qmp PATH]
+#            [-- EXTRA-QEMU-ARGS...]
 #
 #   --socket PATH     vhost-user-blk backend socket (the backend listens, QEMU connects)
 #   --test NAME       guest scenario: integrity | multiqueue | records | fio | migrate;
