@@ -13,13 +13,26 @@ struct QEMUGuestTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
 
-    func runScenario(_ script: String, backend: String = "memx", timeoutSeconds: Double = 360) throws {
+    func runScenario(_ script: String, backend: String = "memx", timeoutSeconds: Double = 360,
+                     extraEnvironment: [String: String] = [:], retryingOn knownFlake: String? = nil) throws {
         let path = Self.root.appendingPathComponent("qemu/tests/\(script)").path
         var environment = ["MEMX_BACKEND": backend, "MEMX_VHOST": try BackendProcess.binaryPath()]
         if backend == "memx-remote" { environment["MEMX_SERVER"] = try ServerProcess.binaryPath() }
-        let (status, output) = try runCommand("/bin/bash", [path], environment: environment, timeoutSeconds: timeoutSeconds)
-        let lastLine = output.split(separator: "\n").last.map(String.init) ?? ""
-        #expect(status == 0 && lastLine.hasPrefix("PASS"), "\(script) failed (status \(status)):\n\(output.suffix(4000))")
+        environment.merge(extraEnvironment) { $1 }
+        // A run that failed only for `knownFlake` (a documented fault outside MemX, identified
+        // by the driver before the guest runs on) is run again, at most twice; any other
+        // failure, or three of those, fails the test.
+        for attempt in 1...(knownFlake == nil ? 1 : 3) {
+            let (status, output) = try runCommand("/bin/bash", [path], environment: environment, timeoutSeconds: timeoutSeconds)
+            let lastLine = output.split(separator: "\n").last.map(String.init) ?? ""
+            if status == 0 && lastLine.hasPrefix("PASS") { return }
+            if let knownFlake, lastLine.contains(knownFlake), attempt < 3 {
+                print("\(script): attempt \(attempt) hit the known fault (\(lastLine)); running it again")
+                continue
+            }
+            Issue.record("\(script) failed (status \(status), attempt \(attempt)):\n\(output.suffix(4000))")
+            return
+        }
     }
 
     @Test("guest writes random data, reads it back, makes and checks ext4; serial visible")
@@ -39,6 +52,18 @@ struct QEMUGuestTests {
 
     @Test("on 3 memory servers, 2 replicas, 1 MiB cache: two servers killed -9 during guest records and fio --verify; no I/O error, all verify")
     func serverFailure() throws { try runScenario("guest-server-failure.sh", backend: "memx-remote") }
+
+    @Test("""
+        live migration on 2 memory servers: migrate, fenced source resumed by mistake, cancel, destination killed, \
+        migrate back; the guest's records verify; guest RAM identical on both sides at each switchover
+        """)
+    func liveMigration() throws {
+        // QEMU 7.2 under TCG sometimes loses guest-CPU stores at a switchover (with
+        // qemu-storage-daemon too; qemu/README.md "Live migration"): the driver compares both
+        // sides' guest RAM before the destination runs, and only that finding is retried.
+        try runScenario("guest-migration.sh", backend: "memx-remote", extraEnvironment: ["MEMX_MIGRATION_RAMCHECK": "1"],
+                        retryingOn: "after the migration differs from")
+    }
 
     @Test("libvirt: virsh define/start/destroy/undefine of qemu/libvirt-domain.xml on memx-vhost (1 memory server); memx-vhost survives destroy")
     func libvirtLifecycle() throws { try runScenario("libvirt-lifecycle.sh", backend: "memx-remote") }
