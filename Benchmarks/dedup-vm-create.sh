@@ -17,6 +17,7 @@
 # file to use instead) VHOST_BINARY= (another memx-vhost to place the groups, e.g. one built
 # before content-aligned placement) SKIP_BUILD= SCRATCH_PATH=.build KEEP_TMP=
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 COUNTS=${COUNTS:-"4 16 32"}
 SERVERS=${SERVERS:-3}
@@ -67,19 +68,7 @@ IMAGE_BYTES=$(stat -c %s "$TMP/image")
 NONZERO=$(od -An -v -tx1 -w4096 "$TMP/image" | grep -cv '^\( 00\)*$' || true)
 echo "image: $IMAGE_BYTES bytes ($((IMAGE_BYTES / 4096)) blocks, $NONZERO not zero) from $SOURCE_DIR" >&2
 
-ADDRESSES=()
-for ((i = 1; i <= SERVERS; i++)); do
-    "$BIN/memx-server" --listen 127.0.0.1:0 --memory "$SERVER_MEMORY" >"$TMP/server$i.log" 2>&1 &
-    PIDS+=($!)
-    port=
-    for _ in $(seq 100); do
-        port=$(grep -aoE '127\.0\.0\.1:[0-9]+' "$TMP/server$i.log" | head -1 | cut -d: -f2 || true)
-        [[ -n "$port" && "$port" != 0 ]] && break
-        sleep 0.1
-    done
-    [[ -n "$port" && "$port" != 0 ]] || die "memx-server $i did not start: $(cat "$TMP/server$i.log")"
-    ADDRESSES+=(--server "127.0.0.1:$port")
-done
+start_memx_servers "$SERVERS" "$SERVER_MEMORY"
 
 MAX=0
 for n in $COUNTS; do ((n > MAX)) && MAX=$n; done

@@ -14,6 +14,7 @@
 # Environment (defaults): SERVERS=3 SERVER_MEMORY=1G ROUNDS=3 SECONDS_PER=5 REGION=64m
 # WORKLOAD=randwrite-4k-qd1 SKIP_BUILD= SCRATCH_PATH=.build KEEP_TMP=
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SERVERS=${SERVERS:-3}
 SERVER_MEMORY=${SERVER_MEMORY:-1G}
@@ -40,19 +41,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ADDRESSES=()
-for ((i = 1; i <= SERVERS; i++)); do
-    "$BIN/memx-server" --listen 127.0.0.1:0 --memory "$SERVER_MEMORY" >"$TMP/server$i.log" 2>&1 &
-    PIDS+=($!)
-    port=
-    for _ in $(seq 100); do
-        port=$(grep -aoE '127\.0\.0\.1:[0-9]+' "$TMP/server$i.log" | head -1 | cut -d: -f2 || true)
-        [[ -n "$port" && "$port" != 0 ]] && break
-        sleep 0.1
-    done
-    [[ -n "$port" && "$port" != 0 ]] || die "memx-server $i did not start"
-    ADDRESSES+=(--server "127.0.0.1:$port")
-done
+start_memx_servers "$SERVERS" "$SERVER_MEMORY"
 
 for policy in on off; do
     flag=()

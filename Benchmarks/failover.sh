@@ -14,6 +14,7 @@
 # Environment (defaults): SIZE=1G SERVERS=3 SERVER_MEMORY=2G SECONDS_PER=10 FAIL_AT=3
 # FAILURE=kill SKIP_BUILD= SCRATCH_PATH=.build KEEP_TMP=
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SIZE=${SIZE:-1G}
 SERVERS=${SERVERS:-3}
@@ -41,20 +42,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ADDRESSES=()
-PORTS=()
-for ((i = 1; i <= SERVERS; i++)); do
-    "$BIN/memx-server" --listen 127.0.0.1:0 --memory "$SERVER_MEMORY" >"$TMP/server$i.log" 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 100); do
-        port=$(grep -aoE '127\.0\.0\.1:[0-9]+' "$TMP/server$i.log" | head -1 | cut -d: -f2 || true)
-        [[ -n "$port" && "$port" != 0 ]] && break
-        sleep 0.1
-    done
-    [[ -n "$port" && "$port" != 0 ]] || die "memx-server $i did not start: $(cat "$TMP/server$i.log")"
-    ADDRESSES+=(--server "127.0.0.1:$port")
-    PORTS+=("$port")
-done
+start_memx_servers "$SERVERS" "$SERVER_MEMORY"
 SOCK=$TMP/memx.sock
 "$BIN/memx-vhost" --socket "$SOCK" --size "$SIZE" --volume "failover-$$" "${ADDRESSES[@]}" --replicas 2 --cache 1M \
     >"$TMP/memx-vhost.log" 2>&1 &
@@ -81,8 +69,7 @@ case "$FAILURE" in
         kill -KILL "$VICTIM"
         sleep 1
         before=$(grep -ac ' 0 to go' "$TMP/memx-vhost.log" || true)
-        "$BIN/memx-server" --listen "127.0.0.1:${PORTS[0]}" --memory "$SERVER_MEMORY" >"$TMP/server1-restarted.log" 2>&1 &
-        PIDS+=($!)
+        start_memx_server 1 "$SERVER_MEMORY" "${PORTS[0]}"
         start=$(date +%s.%N)
         ;;
 esac

@@ -33,6 +33,7 @@
 #   OUT=                 also write the markdown table to this file
 #   KEEP_TMP=0           1 = keep the temporary directory with logs and JSON results
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SIZE=${SIZE:-1G}
 SECONDS_PER=${SECONDS_PER:-5}
@@ -162,17 +163,10 @@ fi
 if [[ "$ONLY" != qsd ]]; then
     printf '%s\n' /dev/shm/* >"$TMP/shm.before"
     MEMX_REMOTE=()
-    for i in $(seq "$MEMX_SERVERS"); do
-        "$BIN/memx-server" --listen 127.0.0.1:0 --memory "$MEMX_SERVER_MEMORY" >"$TMP/server$i.log" 2>&1 &
-        PIDS+=($!)
-        port=""
-        for _ in $(seq 100); do
-            port=$(grep -oE '127\.0\.0\.1:[0-9]+' "$TMP/server$i.log" | head -1 | cut -d: -f2) && [[ -n "$port" ]] && break
-            sleep 0.1
-        done
-        [[ -n "$port" ]] || { cat "$TMP/server$i.log" >&2; die "memx-server $i did not report its port"; }
-        MEMX_REMOTE+=(--server "127.0.0.1:$port")
-    done
+    if (( MEMX_SERVERS > 0 )); then
+        start_memx_servers "$MEMX_SERVERS" "$MEMX_SERVER_MEMORY"
+        MEMX_REMOTE=("${ADDRESSES[@]}")
+    fi
     [[ -n "$MEMX_CACHE" ]] && MEMX_REMOTE+=(--cache "$MEMX_CACHE")
     "$MEMX" --socket "$TMP/memx.sock" --size "$SIZE" --volume "$VOLUME" "${MEMX_REMOTE[@]}" "${MEMX_EXTRA[@]}" \
         >"$TMP/memx.log" 2>&1 &

@@ -69,3 +69,18 @@ hctx_runs() {
         echo "${d##*hctx} $(cat "$d/run")"
     done
 }
+
+# prepare_records R TAG — the record region of the "records" and "migrate" scenarios: checks
+# the disk holds R records of 4 KiB from block BASE (1 MiB), writes their contents to
+# /tmp/records (record k is 256 lines "R<k:08d>.<line:03d>.TAG\n", so a lost, stale or
+# misplaced record is detected) and zeroes the region on the disk.
+BASE=256
+prepare_records() {
+    [ "$(disk_bytes)" -ge $(((BASE + $1) * 4096)) ] || fail "disk too small for $1 records"
+    awk -v n="$1" -v tag="$2" 'BEGIN { for (k = 0; k < n; k++) for (l = 0; l < 256; l++) printf "R%08d.%03d.%s\n", k, l, tag }' \
+        > /tmp/records
+    [ "$(wc -c < /tmp/records)" -eq $(($1 * 4096)) ] || fail "record file has wrong size"
+    dd if=/dev/zero of="$DEV" bs=4096 seek="$BASE" count="$1" oflag=direct conv=fsync,notrunc 2>/tmp/dd.err \
+        || fail "zeroing the record region failed: $(tr '\n' ' ' < /tmp/dd.err)"
+    drop_caches
+}

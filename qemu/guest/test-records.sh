@@ -16,16 +16,7 @@
 
 R="${MEMX_ARG:-400}"
 case "$R" in ''|*[!0-9]*) fail "memx.arg must be a record count, got '$R'" ;; esac
-BASE=256    # first record block (4 KiB units) = 1 MiB
-[ "$(disk_bytes)" -ge $(((BASE + R) * 4096)) ] || fail "disk too small for $R records"
-
-awk -v n="$R" 'BEGIN { for (k = 0; k < n; k++) for (l = 0; l < 256; l++) printf "R%08d.%03d.m\n", k, l }' \
-    > /tmp/records
-[ "$(wc -c < /tmp/records)" -eq $((R * 4096)) ] || fail "record file has wrong size"
-
-dd if=/dev/zero of="$DEV" bs=4096 seek="$BASE" count="$R" oflag=direct conv=fsync,notrunc 2>/tmp/dd.err \
-    || fail "zeroing the record region failed: $(tr '\n' ' ' < /tmp/dd.err)"
-drop_caches
+prepare_records "$R" m
 say "writing $R records"
 
 k=0

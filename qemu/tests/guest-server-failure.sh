@@ -10,11 +10,12 @@
 # turn: "records" (one O_DIRECT write + flush per record, then every record read back and
 # compared), then "fio" (fio from the tools disk: 4 KiB random writes at queue depth 16
 # with a crc32c header per block, read back and verified, then a second verify-only run;
-# see qemu/guest/test-fio.sh). When the guest reports records progress >= 200, server 1
-# gets SIGKILL. Once memx-vhost logs that re-replication has nothing left to copy and fio
+# see qemu/guest/test-fio.sh). When the guest reports records progress >= 200, the first
+# server that stores pages of the volume (memxctl stat; placement decides which) gets
+# SIGKILL. Once memx-vhost logs that re-replication has nothing left to copy and fio
 # reports progress of its first run (at its first half-second tick, early in its writes),
-# server 2 gets SIGKILL too, so most of fio's writes, its read-back and its verify-only run
-# are served by server 3 alone; fio must report writing after that kill. The guest must
+# the next server gets SIGKILL too, so most of fio's writes, its read-back and its
+# verify-only run are served by the last one alone; fio must report writing after that kill. The guest must
 # finish with MEMX-RESULT PASS, every record and every fio block verified, and no I/O
 # errors in dmesg. Needs fio on the host (the tools disk).
 # Final line: "PASS guest-server-failure" or "FAIL guest-server-failure: <reason>".
@@ -46,6 +47,20 @@ fio_writing() {
     grep -a -c 'MEMX-PROGRESS fio write writing' "${GUEST_LOG}" 2>/dev/null || true
 }
 
+MEMXCTL="${MEMXCTL:-$(dirname "${MEMX_VHOST}")/memxctl}"
+
+# The first server (0-based index) that stores pages of the volume: placement decides which
+# servers hold the records' page group, and killing one that holds none would test nothing.
+holder() {
+    local i pages
+    for ((i = 0; i < SERVER_COUNT; i++)); do
+        pages="$("${MEMXCTL}" --server "${SERVER_ADDRESSES[$i]}" --json stat "${VOLUME}" 2>/dev/null \
+            | grep -o '"storedPages" *: *[0-9]*' | head -n 1 | grep -o '[0-9]*$' || true)"
+        if [[ -n "${pages}" && "${pages}" -gt 0 ]]; then echo "${i}"; return 0; fi
+    done
+    return 1
+}
+
 kill_server() { # index (0-based), what the guest is doing
     kill -KILL "${SERVER_PIDS[$1]}" 2>/dev/null || true
     wait "${SERVER_PIDS[$1]}" 2>/dev/null || true
@@ -63,14 +78,17 @@ writing_at_kill=0
 repair_started=${SECONDS}
 while guest_running; do
     if (( stage == 0 )) && (( $(progress) >= 200 )); then
-        kill_server 0 "at records progress $(progress)"
+        [[ -x "${MEMXCTL}" ]] || fail "memxctl not found at ${MEMXCTL} (set MEMXCTL)"
+        first="$(holder)" || fail "no memory server stores pages of ${VOLUME} at records progress $(progress)"
+        second=$(( (first + 1) % SERVER_COUNT ))
+        kill_server "${first}" "at records progress $(progress)"
         stage=1
         repair_started=${SECONDS}
     elif (( stage == 1 && repaired == 0 )) && grep -aq ' 0 to go' "${BACKEND_LOG}"; then
         note "re-replication done within $((SECONDS - repair_started)) s: $(grep -a -c 're-replicated page group' "${BACKEND_LOG}") group(s) copied"
         repaired=1
     elif (( stage == 1 && repaired == 1 )) && fio_started; then
-        kill_server 1 "while fio runs: $(grep -a -o 'MEMX-PROGRESS fio .*%' "${GUEST_LOG}" | tail -n 1 | tr -d '\r')"
+        kill_server "${second}" "while fio runs: $(grep -a -o 'MEMX-PROGRESS fio .*%' "${GUEST_LOG}" | tail -n 1 | tr -d '\r')"
         writing_at_kill="$(fio_writing)"
         stage=2
     fi
