@@ -1,3 +1,4 @@
+import CMemxShims
 import Glibc
 
 /// A peer's socket address as `recvfrom` reports it: the key of a datagram session on the

@@ -59,9 +59,9 @@ public final class DatagramProxy: @unchecked Sendable {
     private let state: Mutex<State>
     private let threads = Mutex<[OSThread]>([])
 
-    public init(target: TCPAddress, seed: UInt64, faults: Faults) throws {
+    public init(target: TCPAddress, seed: UInt64, faults: Faults, listenPort: UInt16 = 0) throws {
         self.target = target
-        front = try UDPSocket(binding: TCPAddress(host: "127.0.0.1", port: 0))
+        front = try UDPSocket(binding: TCPAddress(host: "127.0.0.1", port: listenPort))
         try front.setReceiveTimeout(millis: 100)
         port = front.port
         state = Mutex(State(random: SeededRandom(seed: seed), faults: faults))
