@@ -31,6 +31,11 @@ final class DatagramListener: @unchecked Sendable {
     let duplicatesAnswered = Atomic<UInt64>(0)
     let datagramsDropped = Atomic<UInt64>(0)
 
+    /// Requests taken per recvmmsg, and replies sent per sendmmsg.
+    static let batchMax = 32
+    /// Replies waiting for the next sendmmsg (listener thread only).
+    private let replies = DatagramBatch(capacity: batchMax, datagramBytes: DatagramFraming.datagramBytesMax)
+
     /// A session with no datagram for this long is forgotten (a client that went away).
     static let sessionIdleMillis = 600_000
 
@@ -53,14 +58,15 @@ final class DatagramListener: @unchecked Sendable {
     }
 
     private func run() {
-        let datagram = UnsafeMutableRawBufferPointer.allocate(byteCount: DatagramFraming.datagramBytesMax, alignment: 8)
+        // Requests are received up to `batchMax` per recvmmsg and their replies sent per
+        // sendmmsg, once the batch is handled (or when the send batch is full).
+        let received = DatagramBatch(capacity: Self.batchMax, datagramBytes: DatagramFraming.datagramBytesMax)
         // The handler's READ buffer (it wants room for a whole `pagesPerRequestMax` READ) behind
         // room for a reply header, so a reply is built contiguously.
         let reply = UnsafeMutableRawBufferPointer.allocate(
             byteCount: FrameHeader.sizeBytes + max(WireLimits.payloadBytesMax, Int(WireLimits.pagesPerRequestMax) * WireLimits.pageSize),
             alignment: 8)
         defer {
-            datagram.deallocate()
             reply.deallocate()
             for _ in sessions { counters.connectionClosed() }
             sessions = [:]
@@ -68,8 +74,11 @@ final class DatagramListener: @unchecked Sendable {
         var lastSweep = ContinuousClock.now
         while !stopping.load(ordering: .acquiring) {
             do {
-                let (count, peer) = try socket.receive(into: datagram)
-                if count > 0 { serve(UnsafeRawBufferPointer(rebasing: datagram[..<count]), from: peer, replyBuffer: reply) }
+                let count = try socket.receive(received)
+                for i in 0..<count where received.datagram(i).count > 0 {
+                    serve(received.datagram(i), from: received.peer(i), replyBuffer: reply)
+                }
+                socket.send(replies)
             } catch {
                 if error != .wouldBlock && error != Errno(rawValue: ECONNREFUSED) && !stopping.load(ordering: .acquiring) {
                     logger.warning("UDP receive failed: \(error)")
@@ -179,12 +188,13 @@ final class DatagramListener: @unchecked Sendable {
         session.helloReply.withUnsafeBytes { send($0, to: peer) }
     }
 
+    /// Queues a reply (copied into the send batch); sends the batch when it is full.
     private func send(_ bytes: UnsafeRawBufferPointer, to peer: DatagramPeer) {
-        do {
-            try socket.send(bytes, UnsafeRawBufferPointer(start: nil, count: 0), to: peer)
-        } catch {
-            logger.debug("UDP send to \(peer) failed: \(error)")
-        }
+        let room = replies.room(replies.count)
+        // SAFETY: every reply is at most `datagramBytesMax`, the size of a room.
+        room.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+        replies.append(head: UnsafeRawBufferPointer(start: room, count: bytes.count), to: peer)
+        if replies.isFull { socket.send(replies) }
     }
 
     /// Forgets `peer`'s session (logging `why`, if given).

@@ -74,6 +74,8 @@ final class DatagramConnection: @unchecked Sendable {
     private var generation: UInt64 = 1
     private var backoffMillis = ClientLimits.reconnectBackoffMillisMin
     private var maintenance: OSThread?
+    /// The page parts of one request, sent with one sendmmsg (used under `lock`).
+    private let sendBatch = DatagramBatch(capacity: Int(WireLimits.pagesPerRequestMax), datagramBytes: 64)
     /// Replies dropped as duplicates or late (statistics).
     private(set) var duplicateReplies: UInt64 = 0
 
@@ -189,7 +191,7 @@ final class DatagramConnection: @unchecked Sendable {
         p.sentAt = now
         p.rto = loss.rtoNanos
         p.retransmitAt = now + p.rto
-        for part in 0..<p.count { sendLocked(p, part: part, on: link) }
+        sendMissingLocked(p, on: link)
         return RequestTicket(slot: slot.index, requestID: id)
     }
 
@@ -215,29 +217,38 @@ final class DatagramConnection: @unchecked Sendable {
 
     // MARK: - Sending
 
-    /// Sends part `part` of the slot's request (lock held). A failed send is left to the
-    /// retransmission timer, as a lost datagram would be.
-    private func sendLocked(_ p: Parts, part: Int, on link: Link) {
-        var header = p.header
-        header.requestID |= UInt64(part) << UInt64(DatagramFraming.slotBits)
-        var body = UnsafeRawBufferPointer(start: nil, count: 0)
-        if p.split {
-            header.page += UInt64(part)
-            header.pageCount = 1
-        }
-        if p.sends {
-            let pages = p.split ? 1 : Int(header.pageCount)
-            // SAFETY: a WRITE's caller keeps its pages valid until the request is done, and
-            // unsplit WRITEs are of one page (one source). Pages of one part are contiguous
-            // only when there is one, which is all `pagesPerDatagram` allows.
-            body = UnsafeRawBufferPointer(start: p.sources[p.split ? part : 0], count: pages * WireLimits.pageSize)
-        } else if !p.payload.isEmpty {
+    /// Sends the parts of the slot's request still missing (all of them on the first send)
+    /// with one sendmmsg (lock held). A failed send is left to the retransmission timer, as a
+    /// lost datagram would be.
+    private func sendMissingLocked(_ p: Parts, on link: Link) {
+        if !p.payload.isEmpty {
+            // A control request: one datagram, its payload from the slot's copy.
+            var header = p.header
             header.length = UInt32(p.payload.count)
             p.payload.withUnsafeBytes { transmit(header, body: $0, on: link) }
             return
         }
-        header.length = UInt32(body.count)
-        transmit(header, body: body, on: link)
+        for part in 0..<p.count where p.missing & (UInt32(1) << UInt32(part)) != 0 {
+            var header = p.header
+            header.requestID |= UInt64(part) << UInt64(DatagramFraming.slotBits)
+            if p.split {
+                header.page += UInt64(part)
+                header.pageCount = 1
+            }
+            var body = UnsafeRawBufferPointer(start: nil, count: 0)
+            if p.sends {
+                // SAFETY: a WRITE's caller keeps its pages valid until the request is done;
+                // an unsplit WRITE is of one page (`pagesPerDatagram`), so one source.
+                body = UnsafeRawBufferPointer(start: p.sources[p.split ? part : 0],
+                                              count: (p.split ? 1 : Int(header.pageCount)) * WireLimits.pageSize)
+            }
+            header.length = UInt32(body.count)
+            let room = sendBatch.room(sendBatch.count)
+            header.encode(into: UnsafeMutableRawBufferPointer(start: room, count: FrameHeader.sizeBytes))
+            sendBatch.append(head: UnsafeRawBufferPointer(start: room, count: FrameHeader.sizeBytes), body: body)
+            if sendBatch.isFull { link.socket.send(sendBatch) }
+        }
+        link.socket.send(sendBatch)
     }
 
     /// One datagram: `header` then `body`, the header encoded on the stack.
@@ -255,12 +266,11 @@ final class DatagramConnection: @unchecked Sendable {
     }
 
     private func receive(on link: Link) {
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: DatagramFraming.datagramBytesMax, alignment: 8)
-        defer { buffer.deallocate() }
+        // Up to a window's worth of replies per recvmmsg, delivered under one lock acquisition.
+        let batch = DatagramBatch(capacity: Int(WireLimits.pagesPerRequestMax), datagramBytes: DatagramFraming.datagramBytesMax)
         while true {
-            let count: Int
             do {
-                (count, _) = try link.socket.receive(into: buffer)
+                _ = try link.socket.receive(batch)
             } catch {
                 if error == .wouldBlock || error == Errno(rawValue: ECONNREFUSED) {
                     if lock.withLock({ link.broken }) { return }
@@ -270,14 +280,20 @@ final class DatagramConnection: @unchecked Sendable {
                     breakLocked(link, error: .connectionLost(server: address.description, reason: "receive failed: \(error)"))
                 }
             }
-            guard count >= FrameHeader.sizeBytes else {
-                if lock.withLock({ link.broken }) { return }
-                continue
+            let goOn = lock.withLock { () -> Bool in
+                if link.broken { return false }
+                for i in 0..<batch.count {
+                    let datagram = batch.datagram(i)
+                    guard datagram.count >= FrameHeader.sizeBytes else { continue }  // 0 bytes: shut down (checked above)
+                    let header = FrameHeader.decode(datagram)
+                    guard Int(header.length) == datagram.count - FrameHeader.sizeBytes else { continue }  // malformed: as if lost
+                    if !deliverLocked(header, body: UnsafeRawBufferPointer(rebasing: datagram[FrameHeader.sizeBytes...]), link: link) {
+                        return false
+                    }
+                }
+                return true
             }
-            let header = FrameHeader.decode(UnsafeRawBufferPointer(buffer))
-            guard Int(header.length) == count - FrameHeader.sizeBytes else { continue }  // malformed: as if lost
-            let body = UnsafeRawBufferPointer(rebasing: buffer[FrameHeader.sizeBytes..<count])
-            if !lock.withLock({ deliverLocked(header, body: body, link: link) }) { return }
+            if !goOn { return }
         }
     }
 
@@ -384,9 +400,7 @@ final class DatagramConnection: @unchecked Sendable {
                 p.retransmitted = true
                 p.rto = min(p.rto * 2, LossControl.rtoNanosMax)
                 p.retransmitAt = now + p.rto
-                for part in 0..<p.count where p.missing & (UInt32(1) << UInt32(part)) != 0 {
-                    sendLocked(p, part: part, on: link)
-                }
+                sendMissingLocked(p, on: link)
             }
             next = min(next, p.retransmitAt, slot.deadline.nanoseconds)
         }
