@@ -115,7 +115,7 @@ int memx_constant_time_equal(const void *a, const void *b, size_t len) {
 }
 
 int memx_udp_receive_batch(int sock, void *const *buffers, size_t capacity, unsigned count, size_t *lengths,
-                           void *peers, size_t peer_capacity, unsigned *peer_lengths) {
+                           void *peers, size_t peer_capacity, unsigned *peer_lengths, int dont_wait) {
     if (count > MEMX_UDP_BATCH_MAX) count = MEMX_UDP_BATCH_MAX;
     struct mmsghdr messages[MEMX_UDP_BATCH_MAX];
     struct iovec vectors[MEMX_UDP_BATCH_MAX];
@@ -132,7 +132,7 @@ int memx_udp_receive_batch(int sock, void *const *buffers, size_t capacity, unsi
     }
     int n;
     do {
-        n = recvmmsg(sock, messages, count, MSG_WAITFORONE, NULL);
+        n = recvmmsg(sock, messages, count, MSG_WAITFORONE | (dont_wait ? MSG_DONTWAIT : 0), NULL);
     } while (n < 0 && errno == EINTR);
     for (int i = 0; i < n; i++) {
         lengths[i] = messages[i].msg_len;

@@ -90,11 +90,12 @@ public final class DatagramBatch: @unchecked Sendable {
 
 extension UDPSocket {
     /// Receives up to `batch.capacity` datagrams with one recvmmsg, blocking (up to the receive
-    /// timeout) for the first only. Returns how many (also `batch.count`).
-    public func receive(_ batch: DatagramBatch) throws(Errno) -> Int {
+    /// timeout) for the first only, or not at all with `wait` false (then `.wouldBlock` when
+    /// none is queued). Returns how many (also `batch.count`).
+    public func receive(_ batch: DatagramBatch, wait: Bool = true) throws(Errno) -> Int {
         // SAFETY: every array has `capacity` entries and every buffer `datagramBytes` bytes.
         let n = memx_udp_receive_batch(rawValue, batch.buffers, batch.datagramBytes, UInt32(batch.capacity), batch.lengths,
-                                       batch.peers, MemoryLayout<sockaddr_storage>.size, batch.peerLengths)
+                                       batch.peers, MemoryLayout<sockaddr_storage>.size, batch.peerLengths, wait ? 0 : 1)
         if n < 0 {
             batch.count = 0
             throw Errno.current

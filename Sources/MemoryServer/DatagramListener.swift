@@ -33,6 +33,8 @@ final class DatagramListener: @unchecked Sendable {
 
     /// Requests taken per recvmmsg, and replies sent per sendmmsg.
     static let batchMax = 32
+    /// Non-blocking receives that may extend a batch before its replies are sent.
+    static let coalesceRounds = 4
     /// Replies waiting for the next sendmmsg (listener thread only).
     private let replies = DatagramBatch(capacity: batchMax, datagramBytes: DatagramFraming.datagramBytesMax)
 
@@ -74,9 +76,17 @@ final class DatagramListener: @unchecked Sendable {
         var lastSweep = ContinuousClock.now
         while !stopping.load(ordering: .acquiring) {
             do {
-                let count = try socket.receive(received)
-                for i in 0..<count where received.datagram(i).count > 0 {
-                    serve(received.datagram(i), from: received.peer(i), replyBuffer: reply)
+                var count = try socket.receive(received)
+                // Whatever arrived while a batch was handled joins it (up to `coalesceRounds`
+                // batches) before the replies go: a client's page parts come in a burst, and
+                // one send of all their replies wakes it once rather than per datagram.
+                for round in 1...Self.coalesceRounds {
+                    for i in 0..<count where received.datagram(i).count > 0 {
+                        serve(received.datagram(i), from: received.peer(i), replyBuffer: reply)
+                    }
+                    guard round < Self.coalesceRounds, replies.count < replies.capacity,
+                          let more = try? socket.receive(received, wait: false), more > 0 else { break }
+                    count = more
                 }
                 socket.send(replies)
             } catch {

@@ -26,12 +26,12 @@ ssize_t memx_recv_with_fds(int sock, void *buf, size_t len, int *fds, int *nfds)
 #define MEMX_UDP_BATCH_MAX 64
 
 /// recvmmsg (declared only under _GNU_SOURCE): receives up to `count` (≤ MEMX_UDP_BATCH_MAX)
-/// datagrams, blocking for the first only (MSG_WAITFORONE), datagram i into buffers[i] (each
+/// datagrams, blocking for the first only (MSG_WAITFORONE; not at all with `dont_wait`), datagram i into buffers[i] (each
 /// `capacity` bytes); lengths[i] and, if `peers` is not NULL, the sender into peers[i] (each
 /// `peer_capacity` bytes, a sockaddr_storage) and peer_lengths[i]. Returns the number received
 /// or -1 with errno.
 int memx_udp_receive_batch(int sock, void *const *buffers, size_t capacity, unsigned count, size_t *lengths,
-                           void *peers, size_t peer_capacity, unsigned *peer_lengths);
+                           void *peers, size_t peer_capacity, unsigned *peer_lengths, int dont_wait);
 
 /// sendmmsg (declared only under _GNU_SOURCE): sends `count` (≤ MEMX_UDP_BATCH_MAX) datagrams,
 /// datagram i made of heads[i] (head_lengths[i] bytes) then bodies[i] (body_lengths[i] bytes, may
