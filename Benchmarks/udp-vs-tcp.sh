@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # udp-vs-tcp.sh — the same disk over memx-vhost's two transports to one memx-server, in one run:
-# TCP, UDP, and UDP through memx-udp-proxy dropping LOSS of the datagrams each way (seeded).
+# TCP, UDP, UDP through memx-udp-proxy dropping nothing (what the proxy's extra hop costs), and
+# UDP through memx-udp-proxy dropping LOSS of the datagrams each way (seeded).
 # memx-vhost runs with a 1 MiB cache and --write-through, so reads miss and writes go to the
 # server: the numbers are the remote path's. Prints a markdown table.
 #
@@ -48,16 +49,20 @@ SERVER=$(wait_for_line "$TMP/server.log" '127\.0\.0\.1:[0-9]+')
 
 MODES=(tcp udp)
 if [[ "$LOSS" != 0 ]]; then
+    "$BIN/memx-udp-proxy" "$SERVER" 1 0 >"$TMP/proxy0.log" 2>&1 &
+    PIDS+=($!)
+    PROXY0=$(wait_for_line "$TMP/proxy0.log" '127\.0\.0\.1:[0-9]+')
     "$BIN/memx-udp-proxy" "$SERVER" 1 "$LOSS" >"$TMP/proxy.log" 2>&1 &
     PIDS+=($!)
     PROXY=$(wait_for_line "$TMP/proxy.log" '127\.0\.0\.1:[0-9]+')
-    [[ -n "$PROXY" ]] || die "memx-udp-proxy did not start: $(cat "$TMP/proxy.log")"
-    MODES+=(udp-loss)
+    [[ -n "$PROXY" && -n "$PROXY0" ]] || die "memx-udp-proxy did not start: $(cat "$TMP/proxy.log")"
+    MODES+=(udp-proxy udp-loss)
 fi
 
 for mode in "${MODES[@]}"; do
     transport=${mode%%-*}
     address=$SERVER
+    [[ "$mode" == udp-proxy ]] && address=$PROXY0
     [[ "$mode" == udp-loss ]] && address=$PROXY
     sock=$TMP/$mode.sock
     "$BIN/memx-vhost" --socket "$sock" --size "$SIZE" --volume "bench-$mode-$$" --server "$address" --transport "$transport" \
@@ -75,7 +80,7 @@ for mode in "${MODES[@]}"; do
     wait "$vhost" 2>/dev/null || true
 done
 
-echo "memx-vhost → memx-server on loopback, $SIZE disk, 1 MiB cache, write-through, $(nproc) CPUs, $(date -u +%FT%RZ); udp-loss: $LOSS of datagrams dropped each way (memx-udp-proxy, seed 1)"
+echo "memx-vhost → memx-server on loopback, $SIZE disk, 1 MiB cache, write-through, $(nproc) CPUs, $(date -u +%FT%RZ); udp-proxy: through memx-udp-proxy, nothing dropped; udp-loss: through it, $LOSS of datagrams dropped each way (seed 1)"
 echo
 echo "| workload | transport | IOPS | p50 µs | p99 µs | p99.9 µs |"
 echo "|---|---|---:|---:|---:|---:|"

@@ -70,6 +70,12 @@ public final class DatagramBatch: @unchecked Sendable {
 
     public var isFull: Bool { count == capacity }
 
+    /// Forgets every queued datagram (their link broke: they fail with it, unsent).
+    public func removeAll() {
+        count = 0
+        hasPeers = false
+    }
+
     /// Queues a datagram of `head` then `body` (to `peer`, or the connected peer if nil). The
     /// bytes must stay valid until the batch is sent.
     public func append(head: UnsafeRawBufferPointer, body: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0),

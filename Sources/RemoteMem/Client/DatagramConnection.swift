@@ -76,6 +76,9 @@ final class DatagramConnection: @unchecked Sendable {
     private var maintenance: OSThread?
     /// The page parts of one request, sent with one sendmmsg (used under `lock`).
     private let sendBatch = DatagramBatch(capacity: Int(WireLimits.pagesPerRequestMax), datagramBytes: 64)
+    /// READ parts queued by `submit(deferSend: true)` until `sendDeferred` (used under `lock`):
+    /// a queue thread's batch of reads leaves in one system call, as over TCP.
+    private let deferred = DatagramBatch(capacity: 64, datagramBytes: 64)
     /// Replies dropped as duplicates or late (statistics).
     private(set) var duplicateReplies: UInt64 = 0
 
@@ -145,7 +148,7 @@ final class DatagramConnection: @unchecked Sendable {
     func submit(_ header: FrameHeader, payload: UnsafeRawBufferPointer,
                 sendingPages: UnsafeBufferPointer<UnsafeMutableRawPointer>?,
                 receivingPages: UnsafeBufferPointer<UnsafeMutableRawPointer>?,
-                waitForWindow: Bool, asyncRequest: AsyncRequest?) throws(RemoteMemError) -> RequestTicket? {
+                waitForWindow: Bool, asyncRequest: AsyncRequest?, deferSend: Bool = false) throws(RemoteMemError) -> RequestTicket? {
         let opcode = header.opcodeValue ?? .ping
         guard payload.count <= DatagramFraming.payloadBytesMax else {
             throw .protocolViolation(server: address.description,
@@ -191,7 +194,11 @@ final class DatagramConnection: @unchecked Sendable {
         p.sentAt = now
         p.rto = loss.rtoNanos
         p.retransmitAt = now + p.rto
-        sendMissingLocked(p, on: link)
+        if deferSend && p.payload.isEmpty && !p.sends {
+            queueMissingLocked(p, into: deferred, on: link)
+        } else {
+            sendMissingLocked(p, on: link)
+        }
         return RequestTicket(slot: slot.index, requestID: id)
     }
 
@@ -228,6 +235,13 @@ final class DatagramConnection: @unchecked Sendable {
             p.payload.withUnsafeBytes { transmit(header, body: $0, on: link) }
             return
         }
+        queueMissingLocked(p, into: sendBatch, on: link)
+        link.socket.send(sendBatch)
+    }
+
+    /// Queues the missing page parts of the slot's request in `batch` (lock held), sending the
+    /// batch whenever it fills.
+    private func queueMissingLocked(_ p: Parts, into batch: DatagramBatch, on link: Link) {
         for part in 0..<p.count where p.missing & (UInt32(1) << UInt32(part)) != 0 {
             var header = p.header
             header.requestID |= UInt64(part) << UInt64(DatagramFraming.slotBits)
@@ -243,12 +257,20 @@ final class DatagramConnection: @unchecked Sendable {
                                               count: (p.split ? 1 : Int(header.pageCount)) * WireLimits.pageSize)
             }
             header.length = UInt32(body.count)
-            let room = sendBatch.room(sendBatch.count)
+            let room = batch.room(batch.count)
             header.encode(into: UnsafeMutableRawBufferPointer(start: room, count: FrameHeader.sizeBytes))
-            sendBatch.append(head: UnsafeRawBufferPointer(start: room, count: FrameHeader.sizeBytes), body: body)
-            if sendBatch.isFull { link.socket.send(sendBatch) }
+            batch.append(head: UnsafeRawBufferPointer(start: room, count: FrameHeader.sizeBytes), body: body)
+            if batch.isFull { link.socket.send(batch) }
         }
-        link.socket.send(sendBatch)
+    }
+
+    /// Sends the READs `submit(deferSend: true)` queued, with one sendmmsg.
+    func sendDeferred() {
+        lock.withLock {
+            guard deferred.count > 0 else { return }
+            guard state == .ready, let link, !link.broken else { return deferred.removeAll() }
+            link.socket.send(deferred)
+        }
     }
 
     /// One datagram: `header` then `body`, the header encoded on the stack.
@@ -359,6 +381,7 @@ final class DatagramConnection: @unchecked Sendable {
     private func breakLocked(_ link: Link, error: RemoteMemError) {
         guard !link.broken else { return }
         link.broken = true
+        deferred.removeAll()
         link.socket.shutdown()
         for slot in slots where slot.state == .waiting && slot.linkGeneration == link.generation {
             if slot.error == nil { slot.error = error }

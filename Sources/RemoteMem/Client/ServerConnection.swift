@@ -232,7 +232,7 @@ public final class ServerConnection: @unchecked Sendable {
 
     /// Sends the requests `submitAsync(deferSend: true)` queued, if any.
     public func sendDeferred() {
-        if datagram != nil { return }  // UDP sends at submit
+        if let datagram { return datagram.sendDeferred() }
         guard let link = lock.withLock({ state == .ready ? self.link : nil }) else { return }
         let failure = sendLock.withLock { () -> Errno? in
             guard link.deferredBytes > 0 else { return nil }
@@ -256,7 +256,7 @@ public final class ServerConnection: @unchecked Sendable {
                         deferSend: Bool = false) throws(RemoteMemError) -> RequestTicket? {
         if let datagram {
             return try datagram.submit(header, payload: payload, sendingPages: sendingPages, receivingPages: receivingPages,
-                                       waitForWindow: waitForWindow, asyncRequest: asyncRequest)
+                                       waitForWindow: waitForWindow, asyncRequest: asyncRequest, deferSend: deferSend)
         }
         precondition((sendingPages?.count ?? 0) <= Int(WireLimits.pagesPerRequestMax))
         precondition((receivingPages?.count ?? 0) <= Int(WireLimits.pagesPerRequestMax))
