@@ -78,6 +78,10 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .executableTarget(
+            name: "memx-udp-proxy",
+            dependencies: ["MemxTesting", "LinuxSystem"],
+            swiftSettings: swiftSettings),
+        .executableTarget(
             name: "memx-bench",
             dependencies: [
                 "VhostUser", "Virtio", "GuestMemory", "LinuxSystem",

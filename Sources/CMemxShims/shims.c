@@ -113,3 +113,61 @@ int memx_hmac_sha256(const void *key, size_t keylen, const void *data, size_t le
 int memx_constant_time_equal(const void *a, const void *b, size_t len) {
     return CRYPTO_memcmp(a, b, len) == 0;
 }
+
+int memx_udp_receive_batch(int sock, void *const *buffers, size_t capacity, unsigned count, size_t *lengths,
+                           void *peers, size_t peer_capacity, unsigned *peer_lengths, int dont_wait) {
+    if (count > MEMX_UDP_BATCH_MAX) count = MEMX_UDP_BATCH_MAX;
+    struct mmsghdr messages[MEMX_UDP_BATCH_MAX];
+    struct iovec vectors[MEMX_UDP_BATCH_MAX];
+    memset(messages, 0, sizeof(struct mmsghdr) * count);
+    for (unsigned i = 0; i < count; i++) {
+        vectors[i].iov_base = buffers[i];
+        vectors[i].iov_len = capacity;
+        messages[i].msg_hdr.msg_iov = &vectors[i];
+        messages[i].msg_hdr.msg_iovlen = 1;
+        if (peers != NULL) {
+            messages[i].msg_hdr.msg_name = (char *)peers + i * peer_capacity;
+            messages[i].msg_hdr.msg_namelen = (socklen_t)peer_capacity;
+        }
+    }
+    int n;
+    do {
+        n = recvmmsg(sock, messages, count, MSG_WAITFORONE | (dont_wait ? MSG_DONTWAIT : 0), NULL);
+    } while (n < 0 && errno == EINTR);
+    for (int i = 0; i < n; i++) {
+        lengths[i] = messages[i].msg_len;
+        if (peers != NULL) peer_lengths[i] = messages[i].msg_hdr.msg_namelen;
+    }
+    return n;
+}
+
+int memx_udp_send_batch(int sock, const void *const *heads, const size_t *head_lengths, const void *const *bodies,
+                        const size_t *body_lengths, const void *peers, size_t peer_stride, const unsigned *peer_lengths,
+                        unsigned count) {
+    if (count > MEMX_UDP_BATCH_MAX) count = MEMX_UDP_BATCH_MAX;
+    struct mmsghdr messages[MEMX_UDP_BATCH_MAX];
+    struct iovec vectors[MEMX_UDP_BATCH_MAX][2];
+    memset(messages, 0, sizeof(struct mmsghdr) * count);
+    for (unsigned i = 0; i < count; i++) {
+        vectors[i][0].iov_base = (void *)heads[i];
+        vectors[i][0].iov_len = head_lengths[i];
+        vectors[i][1].iov_base = (void *)bodies[i];
+        vectors[i][1].iov_len = body_lengths[i];
+        messages[i].msg_hdr.msg_iov = vectors[i];
+        messages[i].msg_hdr.msg_iovlen = body_lengths[i] > 0 ? 2 : 1;
+        if (peers != NULL) {
+            messages[i].msg_hdr.msg_name = (void *)((const char *)peers + i * peer_stride);
+            messages[i].msg_hdr.msg_namelen = peer_lengths[i];
+        }
+    }
+    unsigned sent = 0;
+    while (sent < count) {
+        int n = sendmmsg(sock, messages + sent, count - sent, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return sent > 0 ? (int)sent : -1;
+        }
+        sent += (unsigned)n;
+    }
+    return (int)sent;
+}

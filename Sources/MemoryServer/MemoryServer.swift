@@ -22,6 +22,8 @@ public final class MemoryServer: @unchecked Sendable {
     public let counters: ServerCounters
     public let handler: RequestHandler
     private let listener: TCPListener
+    /// The UDP side, on the TCP port's number, when started with `transport: .udp`.
+    private let datagrams: DatagramListener?
     private let logger: Logger
     private let connections = Mutex(ConnectionTable())
     private let acceptThread = Mutex<OSThread?>(nil)
@@ -39,8 +41,10 @@ public final class MemoryServer: @unchecked Sendable {
 
     /// Binds `listen` and sets up an arena of `memoryBytes`; `start()` begins serving. With a
     /// `clusterKey`, clients must prove it (AUTH) before anything but HELLO is served.
+    /// With `transport: .udp` the server also serves UDP on the same port number (TCP stays
+    /// on: memxctl and TCP clients use it).
     public init(listen: TCPAddress, memoryBytes: UInt64, clusterKey: ClusterKey? = nil, hasher: PageHasher = .random(),
-                logger: Logger) throws(MemoryServerError) {
+                transport: Transport = .tcp, logger: Logger) throws(MemoryServerError) {
         let arena = try PageArena(capacityBytes: memoryBytes)
         store = try VolumeStore(arena: arena, hasher: hasher)
         counters = ServerCounters()
@@ -55,6 +59,15 @@ public final class MemoryServer: @unchecked Sendable {
         }
         address = TCPAddress(host: listen.host, port: listener.port)
         self.logger = logger
+        if transport == .udp {
+            do {
+                datagrams = try DatagramListener(address: address, handler: handler, counters: counters, logger: logger)
+            } catch {
+                throw .system("cannot listen on UDP \(address)", error)
+            }
+        } else {
+            datagrams = nil
+        }
     }
 
     /// The bound port.
@@ -69,7 +82,15 @@ public final class MemoryServer: @unchecked Sendable {
             throw .system("cannot start the accept thread", error)
         }
         acceptThread.withLock { $0 = thread }
+        do {
+            try datagrams?.start()
+        } catch {
+            throw .system("cannot start the UDP thread", error)
+        }
     }
+
+    /// UDP requests answered again from a reply cache (duplicates not applied twice).
+    public var duplicatesAnswered: UInt64 { datagrams?.duplicatesAnswered.load(ordering: .relaxed) ?? 0 }
 
     /// Stops serving: no new connections, every connection closed, every thread joined.
     /// Idempotent (call it from one thread at a time); returns when all threads have ended.
@@ -81,6 +102,7 @@ public final class MemoryServer: @unchecked Sendable {
             for (_, entry) in table.live { entry.socket.connection.shutdown() }
         }
         listener.shutdown()
+        datagrams?.stop()
         acceptThread.withLock { $0 }?.join()
         let threads = connections.withLock { table in
             let threads = table.live.values.compactMap(\.thread) + table.finished

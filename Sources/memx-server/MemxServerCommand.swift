@@ -53,6 +53,13 @@ struct MemxServerCommand: ParsableCommand {
         """, valueName: "file"))
     var keyFile: String?
 
+    @Option(help: ArgumentHelp("""
+        tcp (default) or udp: with udp the server also serves the protocol over UDP on the same \
+        port number (one datagram per frame, retransmission and a reply cache per client; \
+        docs/PROTOCOL.md "UDP transport"); TCP stays on for memxctl and TCP clients.
+        """, valueName: "tcp|udp"))
+    var transport: String = "tcp"
+
     @Option(help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error or critical.", valueName: "level"))
     var logLevel: String = "info"
 
@@ -88,8 +95,11 @@ struct MemxServerCommand: ParsableCommand {
                 throw ValidationError("--key-file: \(error)")
             }
         }
+        guard let transportValue = Transport(rawValue: transport.lowercased()) else {
+            throw ValidationError("--transport '\(transport)' is not tcp or udp")
+        }
         return ServerSettings(listen: address, memoryBytes: bytes, metricsListen: metricsAddress, clusterKey: clusterKey,
-                              logLevel: level)
+                              transport: transportValue, logLevel: level)
     }
 
     func run() throws {
@@ -104,5 +114,7 @@ struct ServerSettings {
     var metricsListen: TCPAddress?
     /// Clients must prove this key (AUTH); nil: no authentication.
     var clusterKey: ClusterKey?
+    /// `.udp`: serve UDP too, on the same port number.
+    var transport: Transport = .tcp
     var logLevel: Logger.Level
 }

@@ -26,7 +26,7 @@ enum Wiring {
         let metrics: MetricsResponder?
         do {
             server = try MemoryServer(listen: settings.listen, memoryBytes: settings.memoryBytes,
-                                      clusterKey: settings.clusterKey, logger: logger)
+                                      clusterKey: settings.clusterKey, transport: settings.transport, logger: logger)
             metrics = try settings.metricsListen.map { address throws(MemoryServerError) in
                 try MetricsResponder(listen: address, server: server, logger: logger)
             }
@@ -37,7 +37,7 @@ enum Wiring {
             return 1
         }
         logger.info("""
-            listening on \(server.address) with \(ByteSize.describe(settings.memoryBytes)) to lend \
+            listening on \(server.address) (\(settings.transport == .udp ? "TCP and UDP" : "TCP")) with \(ByteSize.describe(settings.memoryBytes)) to lend \
             (\(server.store.arena.capacityFrames) frames of 4 KiB)\
             \(metrics.map { ", metrics on http://\($0.address)/metrics" } ?? ""), \
             \(settings.clusterKey == nil ? "no authentication (no --key-file)" : "clients must prove the cluster key")

@@ -64,6 +64,13 @@ struct MemxVhostCommand: ParsableCommand {
     var keyFile: String?
 
     @Option(help: ArgumentHelp("""
+        How to reach the --server memory servers: tcp (default) or udp (one datagram per frame, \
+        a page per datagram, retransmission and a loss-adaptive window; the servers need \
+        --transport udp). Needs --server.
+        """, valueName: "tcp|udp"))
+    var transport: String = "tcp"
+
+    @Option(help: ArgumentHelp("""
         With memory servers: copies of every page, each on another server (1 to 4, at most the \
         number of servers). A write completes once every healthy copy has it; a read that fails \
         on one server is served by another at once; copies lost with a server are made again on \
@@ -188,6 +195,12 @@ struct MemxVhostCommand: ParsableCommand {
                 throw ValidationError("--key-file: \(error)")
             }
         }
+        guard let transportValue = Transport(rawValue: transport.lowercased()) else {
+            throw ValidationError("--transport '\(transport)' is not tcp or udp")
+        }
+        if addresses.isEmpty && transportValue == .udp {
+            throw ValidationError("--transport udp needs at least one --server")
+        }
         if writeThrough && writeBack { throw ValidationError("--write-through and --write-back exclude each other") }
         var metricsAddress: TCPAddress?
         if let metricsListen {
@@ -205,7 +218,7 @@ struct MemxVhostCommand: ParsableCommand {
         }
         if let why = device.validationError() { throw ValidationError("--\(Self.flag(for: why)) \(why)") }
         return Settings(socketPath: socket, volume: volumeName, poolDirectory: poolDirectory, device: device,
-                        servers: addresses, clusterKey: clusterKey, replicas: replicaCount,
+                        servers: addresses, clusterKey: clusterKey, transport: transportValue, replicas: replicaCount,
                         cacheBytes: cacheBytes, writeThrough: writeThrough, standby: standby, hotPageHandoff: hotPageHandoff, deduplicate: !noDedup, metricsListen: metricsAddress,
                         pollMicroseconds: pollUs, logLevel: level)
     }
@@ -239,6 +252,8 @@ struct Settings {
     var servers: [TCPAddress]
     /// The key every server connection proves (and expects proved back); nil: none.
     var clusterKey: ClusterKey?
+    /// TCP or UDP to the servers (`--transport`).
+    var transport: Transport
     /// Copies of every page group (1 with the embedded pool).
     var replicas: Int
     var cacheBytes: UInt64

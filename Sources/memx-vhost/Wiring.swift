@@ -42,7 +42,7 @@ enum Wiring {
                 let leased = try LeasedPageStore(
                     servers: settings.servers, volume: settings.volume, capacityBytes: settings.device.capacityBytes,
                     options: .init(cacheBytes: settings.cacheBytes, writeThrough: settings.writeThrough,
-                                   connection: ServerConnection.Options(clusterKey: settings.clusterKey),
+                                   connection: ServerConnection.Options(clusterKey: settings.clusterKey, transport: settings.transport),
                                    cacheDirectory: settings.poolDirectory, replicas: settings.replicas,
                                    deduplicate: settings.deduplicate,
                                    report: { [logger] event in

@@ -10,18 +10,21 @@ final class ServerPool {
     var servers: [ServerProcess] = []
 
     let memory: String
+    /// More memx-server flags (`--transport udp`).
+    let extraArguments: [String]
 
-    init(_ name: String, count: Int, memory: String = "64M") throws {
+    init(_ name: String, count: Int, memory: String = "64M", extraArguments: [String] = []) throws {
         directory = try BackendProcess.temporaryDirectory(name)
         self.memory = memory
+        self.extraArguments = extraArguments
         for i in 0..<count {
-            servers.append(try ServerProcess(arguments: ["--memory", memory], logPath: directory + "/server\(i).log"))
+            servers.append(try ServerProcess(arguments: ["--memory", memory] + extraArguments, logPath: directory + "/server\(i).log"))
         }
     }
 
     /// Starts server `i` again, empty, on the port it had (after it was stopped or killed).
     func restart(_ i: Int) throws {
-        servers[i] = try ServerProcess(arguments: ["--memory", memory], logPath: directory + "/server\(i)-restarted.log",
+        servers[i] = try ServerProcess(arguments: ["--memory", memory] + extraArguments, logPath: directory + "/server\(i)-restarted.log",
                                        port: servers[i].port)
     }
 

@@ -13,6 +13,7 @@
 #   MEMX_SERVER         memx-server binary (default <repo>/.build/debug/memx-server)
 #   MEMX_SERVERS        memx-server processes for memx-remote (default 2)
 #   MEMX_CACHE          memx-vhost --cache for memx-remote (default 4M: far smaller than the data)
+#   MEMX_TRANSPORT      tcp (default) | udp: how memx-vhost reaches the memx-servers (memx-remote)
 #   MEMX_VHOST          memx-vhost binary (default <repo>/.build/debug/memx-vhost)
 #   MEMX_DISK_SIZE      disk size (default 256M)
 #   MEMX_EXPECT_SERIAL  serial the guest must see (default: the --serial passed
@@ -37,6 +38,7 @@ MEMX_VHOST="${MEMX_VHOST:-${REPO_DIR}/.build/debug/memx-vhost}"
 MEMX_SERVER="${MEMX_SERVER:-${REPO_DIR}/.build/debug/memx-server}"
 SERVER_COUNT="${MEMX_SERVERS:-2}"
 CACHE_SIZE="${MEMX_CACHE:-4M}"
+TRANSPORT="${MEMX_TRANSPORT:-tcp}"
 SERVER_PIDS=()
 SERVER_ADDRESSES=()
 DISK_SIZE="${MEMX_DISK_SIZE:-256M}"
@@ -179,7 +181,7 @@ start_backend() {
                 (( ${#SERVER_ADDRESSES[@]} > 0 )) || start_servers
                 local address
                 for address in "${SERVER_ADDRESSES[@]}"; do BACKEND_ARGS+=(--server "${address}"); done
-                BACKEND_ARGS+=(--cache "${CACHE_SIZE}" "${EXTRA_BACKEND_ARGS[@]}")
+                BACKEND_ARGS+=(--cache "${CACHE_SIZE}" --transport "${TRANSPORT}" "${EXTRA_BACKEND_ARGS[@]}")
             fi
             ;;
     esac
@@ -211,7 +213,7 @@ start_servers() {
     for ((i = 1; i <= SERVER_COUNT; i++)); do
         log="${WORK}/server${i}.log"
         : > "${log}"   # exists before the first grep below, even if the server has not opened it yet
-        "${MEMX_SERVER}" --listen 127.0.0.1:0 --memory 1G </dev/null >"${log}" 2>&1 &
+        "${MEMX_SERVER}" --listen 127.0.0.1:0 --memory 1G --transport "${TRANSPORT}" </dev/null >"${log}" 2>&1 &
         SERVER_PIDS+=($!)
         port=""
         for ((t = 0; t < 100; t++)); do

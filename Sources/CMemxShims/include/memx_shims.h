@@ -22,6 +22,25 @@ ssize_t memx_send_with_fds(int sock, const void *buf, size_t len, const int *fds
 /// -1 is returned with errno = EMSGSIZE. Returns bytes received (0 = EOF) or -1 with errno.
 ssize_t memx_recv_with_fds(int sock, void *buf, size_t len, int *fds, int *nfds);
 
+/// Most datagrams one memx_udp_*_batch call moves (a window's worth of page parts).
+#define MEMX_UDP_BATCH_MAX 64
+
+/// recvmmsg (declared only under _GNU_SOURCE): receives up to `count` (≤ MEMX_UDP_BATCH_MAX)
+/// datagrams, blocking for the first only (MSG_WAITFORONE; not at all with `dont_wait`), datagram i into buffers[i] (each
+/// `capacity` bytes); lengths[i] and, if `peers` is not NULL, the sender into peers[i] (each
+/// `peer_capacity` bytes, a sockaddr_storage) and peer_lengths[i]. Returns the number received
+/// or -1 with errno.
+int memx_udp_receive_batch(int sock, void *const *buffers, size_t capacity, unsigned count, size_t *lengths,
+                           void *peers, size_t peer_capacity, unsigned *peer_lengths, int dont_wait);
+
+/// sendmmsg (declared only under _GNU_SOURCE): sends `count` (≤ MEMX_UDP_BATCH_MAX) datagrams,
+/// datagram i made of heads[i] (head_lengths[i] bytes) then bodies[i] (body_lengths[i] bytes, may
+/// be 0), to peers[i] of peer_lengths[i] bytes (peers NULL: a connected socket). MSG_NOSIGNAL.
+/// Returns how many were sent (retrying after EINTR) or -1 with errno.
+int memx_udp_send_batch(int sock, const void *const *heads, const size_t *head_lengths, const void *const *bodies,
+                        const size_t *body_lengths, const void *peers, size_t peer_stride, const unsigned *peer_lengths,
+                        unsigned count);
+
 /// memfd_create: glibc declares it only under _GNU_SOURCE.
 int memx_memfd_create(const char *name, unsigned int flags);
 /// MFD_* and F_SEAL_* flag values (macros in linux headers that are not always imported).

@@ -27,13 +27,16 @@ public final class ServerConnection: @unchecked Sendable {
         /// The pool's key (`--key-file`): proved to the server, and the server must prove it
         /// back, on every connect and reconnect. Nil: the server must not want one.
         public var clusterKey: ClusterKey?
+        /// TCP (the default) or UDP (`DatagramConnection`, docs/PROTOCOL.md "UDP transport").
+        public var transport: Transport
 
         public init(requestTimeoutMillis: Int = ClientLimits.requestTimeoutMillisDefault,
                     connectTimeoutMillis: Int = ClientLimits.connectTimeoutMillisDefault,
-                    clusterKey: ClusterKey? = nil) {
+                    clusterKey: ClusterKey? = nil, transport: Transport = .tcp) {
             self.requestTimeoutMillis = requestTimeoutMillis
             self.connectTimeoutMillis = connectTimeoutMillis
             self.clusterKey = clusterKey
+            self.transport = transport
         }
     }
 
@@ -93,6 +96,9 @@ public final class ServerConnection: @unchecked Sendable {
     /// their deadlines (nobody waits on them).
     private var asyncOutstanding = 0
     private var asyncUsed = false
+    /// The UDP implementation, when `options.transport` is `.udp`: every public method hands
+    /// over to it, and nothing below is used.
+    private let datagram: DatagramConnection?
 
     /// Connects, says HELLO (and AUTH, see `handshake`) and starts the receiver and maintenance
     /// threads. Throws `.unreachable` if the server cannot be reached or does not speak version
@@ -100,6 +106,15 @@ public final class ServerConnection: @unchecked Sendable {
     public init(address: TCPAddress, options: Options = Options()) throws(RemoteMemError) {
         self.address = address
         self.options = options
+        if options.transport == .udp {
+            let datagram = try DatagramConnection(address: address, options: options)
+            self.datagram = datagram
+            serverID = datagram.serverID
+            slots = []
+            freeSlots = []
+            return
+        }
+        datagram = nil
         let first = try Self.handshake(address, options)
         first.generation = generation
         self.serverID = first.serverID
@@ -120,6 +135,7 @@ public final class ServerConnection: @unchecked Sendable {
     /// Fails outstanding requests with `.closed`, closes the socket and joins the threads.
     /// Idempotent.
     public func close() {
+        if let datagram { return datagram.close() }
         lock.lock()
         if state == .closed {
             lock.unlock()
@@ -143,6 +159,7 @@ public final class ServerConnection: @unchecked Sendable {
     /// the server again through it (a re-admitted server gets a new connection). Idempotent;
     /// `close` still joins the threads.
     public func retire(_ reason: String) {
+        if let datagram { return datagram.retire(reason) }
         lock.withLock {
             guard state != .closed else { return }
             if case .replaced = state { return }
@@ -154,7 +171,10 @@ public final class ServerConnection: @unchecked Sendable {
     }
 
     /// True while the connection is up (not reconnecting, not closed).
-    public var isConnected: Bool { lock.withLock { state == .ready } }
+    public var isConnected: Bool { datagram?.isConnected ?? lock.withLock { state == .ready } }
+
+    /// UDP only: requests sent again after a retransmission timeout (0 over TCP).
+    public var retransmissions: UInt64 { datagram?.retransmissions ?? 0 }
 
     // MARK: - Requests
 
@@ -212,6 +232,7 @@ public final class ServerConnection: @unchecked Sendable {
 
     /// Sends the requests `submitAsync(deferSend: true)` queued, if any.
     public func sendDeferred() {
+        if let datagram { return datagram.sendDeferred() }
         guard let link = lock.withLock({ state == .ready ? self.link : nil }) else { return }
         let failure = sendLock.withLock { () -> Errno? in
             guard link.deferredBytes > 0 else { return nil }
@@ -233,6 +254,10 @@ public final class ServerConnection: @unchecked Sendable {
                         receivingPages: UnsafeBufferPointer<UnsafeMutableRawPointer>?,
                         waitForWindow: Bool, asyncRequest: AsyncRequest? = nil,
                         deferSend: Bool = false) throws(RemoteMemError) -> RequestTicket? {
+        if let datagram {
+            return try datagram.submit(header, payload: payload, sendingPages: sendingPages, receivingPages: receivingPages,
+                                       waitForWindow: waitForWindow, asyncRequest: asyncRequest, deferSend: deferSend)
+        }
         precondition((sendingPages?.count ?? 0) <= Int(WireLimits.pagesPerRequestMax))
         precondition((receivingPages?.count ?? 0) <= Int(WireLimits.pagesPerRequestMax))
         let opcode = header.opcodeValue ?? .ping
@@ -297,6 +322,7 @@ public final class ServerConnection: @unchecked Sendable {
 
     /// Waits for a submitted request's reply (any status) or its failure, and frees its slot.
     public func wait(_ ticket: RequestTicket) throws(RemoteMemError) -> ServerReply {
+        if let datagram { return try datagram.wait(ticket) }
         let slot = slots[ticket.slot]
         lock.lock()
         precondition(slot.requestID == ticket.requestID && slot.state != .free, "ticket redeemed twice")
