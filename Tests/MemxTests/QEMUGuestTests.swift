@@ -47,6 +47,11 @@ struct QEMUGuestTests {
     @Test("on 2 memory servers (2 replicas) with a 4 MiB cache: random data and ext4 verify through the servers")
     func remoteIntegrity() throws { try runScenario("guest-integrity.sh", backend: "memx-remote") }
 
+    @Test("over UDP (--transport udp) on 2 memory servers: random data and ext4 verify through the servers")
+    func remoteIntegrityOverUDP() throws {
+        try runScenario("guest-integrity.sh", backend: "memx-remote", extraEnvironment: ["MEMX_TRANSPORT": "udp"])
+    }
+
     @Test("on 2 memory servers (2 replicas): memx-vhost killed -9 and restarted; every record reads back")
     func remoteReconnect() throws { try runScenario("guest-reconnect.sh", backend: "memx-remote") }
 
