@@ -84,3 +84,15 @@ prepare_records() {
         || fail "zeroing the record region failed: $(tr '\n' ' ' < /tmp/dd.err)"
     drop_caches
 }
+
+# verify_records R — drops caches, reads the R records back from the disk (O_DIRECT) and
+# compares them with /tmp/records; fails naming the first bad records.
+verify_records() {
+    drop_caches
+    dd if="$DEV" of=/tmp/readback bs=4096 skip="$BASE" count="$1" iflag=direct 2>/tmp/dd.err \
+        || fail "read-back failed: $(tr '\n' ' ' < /tmp/dd.err)"
+    if ! cmp -s /tmp/records /tmp/readback; then
+        bad="$(cmp -l /tmp/records /tmp/readback 2>/dev/null | awk '{ r = int(($1 - 1) / 4096); if (!(r in s)) { s[r] = 1; n++; if (n <= 5) l = l " " r } } END { printf "%d bad record(s), first:%s", n, l }')"
+        fail "record verification failed: $bad"
+    fi
+}

@@ -61,11 +61,5 @@ while [ "$k" -lt "$R" ]; do
     fi
 done
 
-drop_caches
-dd if="$DEV" of=/tmp/readback bs=4096 skip="$BASE" count="$R" iflag=direct 2>/tmp/dd.err \
-    || fail "final read-back failed: $(tr '\n' ' ' < /tmp/dd.err)"
-if ! cmp -s /tmp/records /tmp/readback; then
-    bad="$(cmp -l /tmp/records /tmp/readback 2>/dev/null | awk '{ r = int(($1 - 1) / 4096); if (!(r in s)) { s[r] = 1; n++; if (n <= 5) l = l " " r } } END { printf "%d bad record(s), first:%s", n, l }')"
-    fail "record verification failed: $bad"
-fi
+verify_records "$R"
 say "migrate ok: $R records verified"
