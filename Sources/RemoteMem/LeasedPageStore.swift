@@ -127,7 +127,7 @@ public final class LeasedPageStore: @unchecked Sendable {
                     page += UInt64(count)
                 }
             }
-            let millis = (MonotonicInstant.now.nanoseconds - started.nanoseconds) / 1_000_000
+            let millis = started.millisecondsElapsed
             options.report(VolumeEvent(kind: failure == nil ? .progress : .problem, message: """
                 warmed the cache with \(fetched) of the \(list.pageCount) pages the previous backend had cached, in \(millis) ms\
                 \(failure.map { " (stopped: \($0))" } ?? "")
@@ -229,18 +229,6 @@ public final class LeasedPageStore: @unchecked Sendable {
                                  options: RemotePageStore.Options) throws(RemoteMemError) -> VolumeStatistics? {
         let connection = try ServerConnection(address: address, options: options.connection)
         defer { connection.close() }
-        let reply = try connection.call(.volumeStat, payload: WireMessages.name(volume))
-        switch reply.status {
-        case .ok:
-            do {
-                return try VolumeStatistics(reply.payload)
-            } catch {
-                throw .protocolViolation(server: address.description, reason: "VOLUME_STAT reply: \(error)")
-            }
-        case .notFound:
-            return nil
-        default:
-            throw RemoteVolume.refusal(reply, connection, "VOLUME_STAT")
-        }
+        return try RemoteVolume.volumeStatistics(name: volume, on: connection)
     }
 }

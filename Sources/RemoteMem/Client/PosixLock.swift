@@ -84,5 +84,8 @@ struct MonotonicInstant: Comparable, Sendable {
         MonotonicInstant(nanoseconds: nanoseconds + UInt64(max(0, milliseconds)) * 1_000_000)
     }
 
+    /// Whole milliseconds from this instant to now.
+    var millisecondsElapsed: UInt64 { (MonotonicInstant.now.nanoseconds - nanoseconds) / 1_000_000 }
+
     static func < (a: MonotonicInstant, b: MonotonicInstant) -> Bool { a.nanoseconds < b.nanoseconds }
 }

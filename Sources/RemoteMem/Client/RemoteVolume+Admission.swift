@@ -40,8 +40,7 @@ extension RemoteVolume {
             guard let connection = try? ServerConnection(address: pool[index], options: connectionOptions) else {
                 // Still down (said when it was marked down). An attempt that took long (no
                 // answer until the connect timeout) is not repeated soon: it holds up repairs.
-                let took = (MonotonicInstant.now.nanoseconds - started.nanoseconds) / 1_000_000
-                admissionNotBefore[index] = MonotonicInstant.now.adding(milliseconds: Int(took) * 4)
+                admissionNotBefore[index] = MonotonicInstant.now.adding(milliseconds: Int(started.millisecondsElapsed) * 4)
                 continue
             }
             let admission: Admission
@@ -150,16 +149,9 @@ extension RemoteVolume {
     /// version, and whether its copy is gone (the volume had to be created again).
     private func openForAdmission(_ connection: ServerConnection) throws(RemoteMemError) -> (UInt32, UInt64, wiped: Bool) {
         let server = connection.address.description
-        let statReply = try connection.call(.volumeStat, payload: WireMessages.name(name))
-        var wiped = false
-        switch statReply.status {
-        case .ok:
-            let stat: VolumeStatistics
-            do {
-                stat = try VolumeStatistics(statReply.payload)
-            } catch {
-                throw .protocolViolation(server: server, reason: "VOLUME_STAT reply: \(error)")
-            }
+        let wiped: Bool
+        if let stat = try Self.volumeStatistics(name: name, on: connection) {
+            wiped = false
             guard stat.sizeBytes == capacityBytes else {
                 throw .geometryMismatch("volume '\(name)' on \(server) has \(stat.sizeBytes) bytes, not \(capacityBytes)")
             }
@@ -174,11 +166,9 @@ extension RemoteVolume {
                 }
                 return (handles[earlier], stat.metadataVersion, false)
             }
-        case .notFound:
+        } else {
             wiped = true
             try Self.create(name: name, capacityBytes: capacityBytes, on: [connection])
-        default:
-            throw Self.refusal(statReply, connection, "VOLUME_STAT")
         }
         let reply = try connection.call(.volumeOpen, payload: WireMessages.volumeOpen(name: name, minimumEpoch: epoch))
         guard reply.status == .ok else { throw Self.refusal(reply, connection, "VOLUME_OPEN") }

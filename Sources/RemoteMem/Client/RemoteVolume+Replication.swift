@@ -173,7 +173,7 @@ extension RemoteVolume {
                 let statistics = repairStatistics
                 let remaining = degradedGroupCountLocked()
                 tableLock.unlock()
-                let millis = (MonotonicInstant.now.nanoseconds - started.nanoseconds) / 1_000_000
+                let millis = started.millisecondsElapsed
                 report(VolumeEvent(kind: .progress, message: """
                     re-replicated page group \(group) to \(connections[target].address) (\(bytes >> 10) KiB in \(millis) ms); \
                     \(statistics.groupsRepaired) group(s), \(statistics.bytesCopied >> 20) MiB copied so far, \(remaining) to go

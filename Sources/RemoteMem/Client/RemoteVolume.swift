@@ -248,6 +248,23 @@ public final class RemoteVolume: PageBacking, @unchecked Sendable {
         }
     }
 
+    /// VOLUME_STAT of volume `name` on one server (nil: the server does not have it).
+    static func volumeStatistics(name: String, on connection: ServerConnection) throws(RemoteMemError) -> VolumeStatistics? {
+        let reply = try connection.call(.volumeStat, payload: WireMessages.name(name))
+        switch reply.status {
+        case .ok:
+            do {
+                return try VolumeStatistics(reply.payload)
+            } catch {
+                throw .protocolViolation(server: connection.address.description, reason: "VOLUME_STAT reply: \(error)")
+            }
+        case .notFound:
+            return nil
+        default:
+            throw refusal(reply, connection, "VOLUME_STAT")
+        }
+    }
+
     /// The error for a non-OK control reply.
     static func refusal(_ reply: ServerReply, _ connection: ServerConnection, _ operation: String) -> RemoteMemError {
         refusal(status: reply.header.status, connection, operation)
